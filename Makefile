@@ -1,0 +1,47 @@
+# The course's two commands. Both create .venv on first use and reuse it afterwards;
+# the install is redone only when pyproject.toml or the constraints file changes.
+#
+#   make lab                      JupyterLab on notebooks/ (prints the URL)
+#   make lab LAB_ARGS="--no-browser --ip=127.0.0.1 --port=8899"   headless
+#   make test                     the whole test suite
+#   make test PYTEST_ARGS="-k data -x"                            a subset
+
+PYTHON ?= python3
+VENV ?= .venv
+CONSTRAINTS ?= constraints/ci.txt
+LAB_ARGS ?=
+PYTEST_ARGS ?=
+
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+# nbgrader shells out to `alembic`, and notebooks call `jupyter`: the venv's bin goes first.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: lab test install release check lint clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --constraint $(CONSTRAINTS) --editable '.[all]'
+	@touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Instructor shortcuts (see autograde/README.md).
+release: $(STAMP)
+	$(BIN)/python -m autograde release
+
+check: $(STAMP)
+	$(BIN)/python -m autograde check
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,120 @@
+"""Prove that graded test cells can fail.
+
+``probe`` runs a solution notebook top to bottom in one kernel (every graded cell must
+pass), then, exercise by exercise, swaps the solution cell for the release stub and for
+each *plausible wrong answer* the caller supplies, and reruns that exercise's test cells:
+every one of them must fail each time. Finally it restores the solution and checks the
+tests pass again, so a wrong answer cannot leak into the next exercise.
+
+The wrong answers live with the chapter's tests (``tests/chapters/``); the stubs come from
+the release notebook, so what learners actually see is what is proven to fail.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from . import notebooks
+from .workspace import tool_env
+
+
+@dataclass(frozen=True)
+class WrongAnswer:
+    """A plausible mistake: ``code`` replaces the whole solution cell ``exercise``."""
+
+    exercise: str
+    name: str
+    code: str
+
+
+@dataclass
+class ProbeReport:
+    solution_failures: dict[str, str] = field(default_factory=dict)  # cell id -> error
+    passed_wrongly: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    not_restored: dict[str, str] = field(default_factory=dict)
+    broken_variants: dict[tuple[str, str], str] = field(default_factory=dict)
+    tried: list[tuple[str, str]] = field(default_factory=list)  # (exercise, variant)
+
+
+def _cell_id(cell, index: int) -> str:
+    return cell.metadata.get("nbgrader", {}).get("grade_id", f"cell {index}")
+
+
+def _error(err: CellExecutionError) -> str:
+    return f"{err.ename}: {err.evalue}"
+
+
+def probe(
+    solution: Path,
+    release: Path,
+    wrong_answers: list[WrongAnswer],
+    timeout: int = 600,
+) -> ProbeReport:
+    """Run the checks described in the module docstring; return what went wrong."""
+    nb = notebooks.read(solution)
+    stubs = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in notebooks.read(release).cells
+        if notebooks.is_solution(c)
+    }
+    cells = {_cell_id(c, i): c for i, c in enumerate(nb.cells)}
+    tests_of = notebooks.exercises(nb)
+    unknown = {w.exercise for w in wrong_answers} - set(tests_of)
+    if unknown:
+        raise ValueError(f"wrong answers name unknown exercises {sorted(unknown)}")
+
+    report = ProbeReport()
+    saved = dict(os.environ)
+    os.environ.update(tool_env(smoke=True))
+    try:
+        client = NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(solution.parent)}},
+        )
+        with client.setup_kernel():
+
+            def execute(source: str) -> str | None:
+                cell = nbformat.v4.new_code_cell(source)
+                try:
+                    client.execute_cell(cell, 0)
+                except CellExecutionError as err:
+                    return _error(err)
+                return None
+
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type != "code":
+                    continue
+                if (err := execute(cell.source)) is not None:
+                    report.solution_failures[_cell_id(cell, index)] = err
+            if report.solution_failures:
+                return report
+
+            for exercise, tests in tests_of.items():
+                variants = [("stub", stubs[exercise])] + [
+                    (w.name, w.code) for w in wrong_answers if w.exercise == exercise
+                ]
+                for name, code in variants:
+                    report.tried.append((exercise, name))
+                    if (err := execute(code)) is not None:
+                        # A variant that cannot even be defined proves nothing.
+                        report.broken_variants[(exercise, name)] = err
+                        continue
+                    passed = [t for t in tests if execute(cells[t].source) is None]
+                    if passed:
+                        report.passed_wrongly[(exercise, name)] = passed
+                execute(cells[exercise].source)
+                for test in tests:
+                    if (err := execute(cells[test].source)) is not None:
+                        report.not_restored[test] = err
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return report

@@ -1,0 +1,141 @@
+"""``release`` and ``check``: keep notebooks/ generated from solutions/, and prove it.
+
+``check`` decides from nbgrader's ``Validator`` results, not from exit codes: ``nbgrader
+validate`` exits 0 even when a notebook fails, and release notebooks trip its
+"checksum changed" warning (their hidden tests were removed after the checksum was taken),
+so the inverted validation must ignore checksums to see which cells pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import notebooks
+from .workspace import CONFIG, RELEASE, SOLUTIONS, CourseFolder, assignments, tool_env
+
+
+def _release_files(folder: Path) -> dict[str, Path]:
+    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _canonical_bytes(path: Path) -> bytes:
+    if path.suffix == ".ipynb":
+        return notebooks.dumps(notebooks.read(path)).encode("utf-8")
+    return path.read_bytes()
+
+
+def release(names: list[str] | None = None, log=print) -> list[Path]:
+    """Sync the solution pairs, regenerate notebooks/ for ``names`` (all by default).
+
+    Returns the files written or removed under notebooks/.
+    """
+    for nb in notebooks.sync(SOLUTIONS):
+        log(f"synced {nb.relative_to(SOLUTIONS.parent)} from its .py source")
+    names = names or assignments()
+    touched: list[Path] = []
+    with CourseFolder() as course:
+        for name in names:
+            course.add_source(name)
+            fresh = _release_files(course.generate(name))
+            target = RELEASE / name
+            old = _release_files(target) if target.is_dir() else {}
+            for rel, path in fresh.items():
+                dest = target / rel
+                data = _canonical_bytes(path)
+                if not dest.exists() or dest.read_bytes() != data:
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    dest.write_bytes(data)
+                    touched.append(dest)
+            for rel in sorted(set(old) - set(fresh)):
+                old[rel].unlink()
+                touched.append(old[rel])
+    for stale in sorted(RELEASE.glob("*/")):
+        if stale.is_dir() and stale.name not in assignments() and any(stale.glob("*.ipynb")):
+            shutil.rmtree(stale)
+            touched.append(stale)
+    for path in touched:
+        log(f"wrote {path.relative_to(RELEASE.parent)}")
+    return touched
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def validate(path: Path, invert: bool = False, timeout: int | None = None) -> dict:
+    """nbgrader's Validator on one notebook, executed in smoke mode; returns its results."""
+    from nbgrader.validator import Validator
+    from traitlets.config.loader import PyFileConfigLoader
+
+    config = PyFileConfigLoader(str(CONFIG)).load_config()
+    if timeout is not None:
+        config.Execute.timeout = timeout
+    validator = Validator(config=config, invert=invert, ignore_checksums=invert)
+    with _environ(tool_env(smoke=True)):
+        return validator.validate(str(path))
+
+
+@dataclass
+class CheckReport:
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check(names: list[str] | None = None, execute: bool = True, log=print) -> CheckReport:
+    """Everything ``python -m autograde check`` verifies; see the module docstring."""
+    report = CheckReport()
+    report.problems += notebooks.out_of_sync(SOLUTIONS)
+    names = names or assignments()
+    with CourseFolder() as course:
+        for name in names:
+            log(f"[{name}] regenerating the release")
+            course.add_source(name)
+            fresh = _release_files(course.generate(name))
+            on_disk = _release_files(RELEASE / name) if (RELEASE / name).is_dir() else {}
+            for rel in sorted(set(fresh) | set(on_disk)):
+                if rel not in on_disk:
+                    report.problems.append(f"notebooks/{name}/{rel}: missing (run release)")
+                elif rel not in fresh:
+                    report.problems.append(f"notebooks/{name}/{rel}: not in a fresh release")
+                elif on_disk[rel].read_bytes() != _canonical_bytes(fresh[rel]):
+                    report.problems.append(
+                        f"notebooks/{name}/{rel}: differs from a fresh release "
+                        "(edit solutions/, then run `python -m autograde release`)"
+                    )
+            if not execute:
+                continue
+            for nb in sorted((course.root / "source" / name).glob("*.ipynb")):
+                log(f"[{name}] validating the solution {nb.name}")
+                result = validate(nb)
+                for kind in ("failed", "type_changed", "changed"):
+                    for cell in result.get(kind, []):
+                        detail = cell.get("raw_error", "").strip().splitlines()[-1:]
+                        report.problems.append(
+                            f"solutions/{name}/{nb.name}: cell {kind}: "
+                            f"{cell.get('source', '')[:80]!r} {' '.join(detail)}"
+                        )
+            for rel, path in fresh.items():
+                if path.suffix != ".ipynb":
+                    continue
+                log(f"[{name}] checking that the release {rel} passes no graded test")
+                for cell in validate(path, invert=True).get("passed", []):
+                    report.problems.append(
+                        f"notebooks/{name}/{rel}: a graded test passes on the stub: "
+                        f"{cell['source'][:80]!r}"
+                    )
+    return report

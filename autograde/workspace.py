@@ -1,0 +1,122 @@
+"""A throw-away nbgrader course folder, and running nbgrader in it.
+
+nbgrader writes a gradebook, release copies and logs wherever its course root is. The
+commands here never let it write into the repository: they copy what they need into a
+temporary course folder (with its own SQLite gradebook), run nbgrader there as a
+subprocess, and copy back only what the caller asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SOLUTIONS = REPO / "solutions"
+RELEASE = REPO / "notebooks"
+CONFIG = Path(__file__).resolve().with_name("nbgrader_config.py")
+
+
+def assignments(source: Path = SOLUTIONS) -> list[str]:
+    """Assignment names: the folders of ``source`` that hold at least one notebook."""
+    return sorted(p.name for p in source.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+
+
+def tool_env(smoke: bool = True) -> dict[str, str]:
+    """Environment for nbgrader and the kernels it starts.
+
+    nbgrader shells out to ``alembic`` and ``jupyter``: the running Python's bin folder goes
+    first on PATH. ``COURSE_SMOKE=1`` makes every chapter run at its small size.
+    """
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    if smoke:
+        env["COURSE_SMOKE"] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+@dataclass
+class Result:
+    returncode: int
+    output: str
+    timed_out: bool = False
+
+
+def run(args: list[str], cwd: Path, timeout: float | None = None, smoke: bool = True) -> Result:
+    """Run ``python -m nbgrader ARGS`` in ``cwd``; on timeout kill its whole process group."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nbgrader", *args],
+        cwd=cwd,
+        env=tool_env(smoke),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # kernels it starts share the group: one kill ends all
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return Result(proc.returncode, out)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return Result(-9, out + f"\n[killed after {timeout:.0f} s]", timed_out=True)
+
+
+class CourseFolder:
+    """A temporary nbgrader course: ``source/``, ``release/``, ``submitted/``, gradebook.
+
+    Use as a context manager; the folder is deleted on exit unless ``keep=True``.
+    """
+
+    def __init__(self, keep: bool = False, exec_timeout: int | None = None):
+        self.root = Path(tempfile.mkdtemp(prefix="twin-gpt-course-"))
+        self.keep = keep
+        self.db_path = self.root / "gradebook.db"
+        lines = [
+            f"load_subconfig({str(CONFIG)!r})",
+            "c = get_config()",
+            f"c.CourseDirectory.root = {str(self.root)!r}",
+            "c.CourseDirectory.source_directory = 'source'",
+            "c.CourseDirectory.release_directory = 'release'",
+            f"c.CourseDirectory.db_url = 'sqlite:///{self.db_path}'",
+        ]
+        if exec_timeout is not None:
+            lines.append(f"c.Execute.timeout = {int(exec_timeout)}")
+        (self.root / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
+
+    def __enter__(self) -> CourseFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.db_path}"
+
+    def add_source(self, assignment: str, source: Path = SOLUTIONS) -> None:
+        """Copy an assignment's source folder in, leaving out its py:percent twins."""
+        shutil.copytree(
+            source / assignment,
+            self.root / "source" / assignment,
+            ignore=shutil.ignore_patterns("*.py", "__pycache__", ".ipynb_checkpoints"),
+        )
+
+    def generate(self, assignment: str) -> Path:
+        """``nbgrader generate_assignment``: fills the gradebook, returns the release folder."""
+        result = run(["generate_assignment", assignment, "--force"], cwd=self.root)
+        released = self.root / "release" / assignment
+        if result.returncode != 0 or not released.is_dir():
+            raise RuntimeError(
+                f"nbgrader generate_assignment {assignment} failed:\n{result.output[-4000:]}"
+            )
+        return released

@@ -1,0 +1,1 @@
+"""Triton kernels for the course (softmax, flash attention) and their autograd wrappers."""
