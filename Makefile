@@ -12,7 +12,7 @@ CONSTRAINTS ?= constraints/ci.txt
 LAB_ARGS ?=
 PYTEST_ARGS ?=
 
-BIN := $(CURDIR)/$(VENV)/bin
+BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 # nbgrader shells out to `alembic`, and notebooks call `jupyter`: the venv's bin goes first.
 export PATH := $(BIN):$(PATH)

@@ -1,9 +1,9 @@
 """``python -m autograde``: release, check and grade the course with nbgrader.
 
-    python -m autograde release [ASSIGNMENT ...]   regenerate notebooks/ from solutions/
-    python -m autograde check [ASSIGNMENT ...]     fail if notebooks/ is stale, a solution
-                                                   fails its tests, or a stub passes one
-    python -m autograde grade SUBMISSIONS --out DIR
+python -m autograde release [ASSIGNMENT ...]   regenerate notebooks/ from solutions/
+python -m autograde check [ASSIGNMENT ...]     fail if notebooks/ is stale, a solution
+                                               fails its tests, or a stub passes one
+python -m autograde grade SUBMISSIONS --out DIR
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import notebooks
-from .workspace import REPO, CourseFolder, assignments, run
+from .workspace import REPO, SOLUTIONS, CourseFolder, assignments, run
 
 FIELDS = ("student_id", "assignment", "score", "max_score", "status")
 # Student ids become folder names and gradebook keys: keep them boring.
@@ -62,6 +62,7 @@ def grade(
     timeout: float = 900.0,
     cell_timeout: int = 120,
     log=print,
+    solutions: Path = SOLUTIONS,
 ) -> list[Row]:
     """Grade every ``<student>/<assignment>`` under ``submissions``; write ``out/grades.csv``.
 
@@ -75,7 +76,7 @@ def grade(
         raise ValueError(f"--out {out} is inside the repository; grade into another folder")
     out.mkdir(parents=True, exist_ok=True)
     (out / "logs").mkdir(exist_ok=True)
-    known = set(assignments())
+    known = set(assignments(solutions))
     work = [
         (student.name, folder.name, folder)
         for student in sorted(p for p in submissions.iterdir() if p.is_dir())
@@ -84,7 +85,7 @@ def grade(
     rows: list[Row] = []
     with CourseFolder(exec_timeout=cell_timeout) as course:
         for name in sorted({a for _, a, _ in work} & known):
-            course.add_source(name)
+            course.add_source(name, solutions)
             course.generate(name)
         for student, assignment, folder in work:
             logfile = out / "logs" / f"{student}__{assignment}.log"
@@ -115,10 +116,10 @@ def grade(
                 status = "timeout"
             elif score is None:
                 status = "error"
-            if status == "ok":
-                _feedback(course, student, assignment, out)
             rows.append(Row(student, assignment, score or 0.0, max_score, status))
             log(f"{student}/{assignment}: {status}, {score or 0.0:g}/{max_score:g}")
+        for assignment in sorted({r.assignment for r in rows if r.status == "ok"}):
+            _feedback(course, assignment, out)
     _write_csv(rows, out / "grades.csv")
     return rows
 
@@ -147,11 +148,11 @@ def _stage(course: CourseFolder, student: str, assignment: str, folder: Path):
     return "ok", notes
 
 
-def _feedback(course: CourseFolder, student: str, assignment: str, out: Path) -> None:
-    run(["generate_feedback", assignment, "--student", student, "--force"], cwd=course.root)
-    made = course.root / "feedback" / student / assignment
-    if made.is_dir():
-        target = out / "feedback" / student / assignment
+def _feedback(course: CourseFolder, assignment: str, out: Path) -> None:
+    """Feedback pages for every autograded submission of ``assignment`` (one nbgrader run)."""
+    run(["generate_feedback", assignment, "--force"], cwd=course.root)
+    for made in sorted((course.root / "feedback").glob(f"*/{assignment}")):
+        target = out / "feedback" / made.parent.name / assignment
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(made, target)
 

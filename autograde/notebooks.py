@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nbformat
+if TYPE_CHECKING:  # nbformat is imported where used: it costs seconds at import time
+    import nbformat
 
 # Cell metadata that only describes how jupytext laid out the text file.
 _LAYOUT_KEYS = ("lines_to_next_cell", "lines_to_end_of_cell_marker", "cell_marker")
@@ -23,6 +25,8 @@ class NotebookError(RuntimeError):
 
 def read(path: Path) -> nbformat.NotebookNode:
     """Read and validate a notebook, with an error that names the file."""
+    import nbformat
+
     try:
         nb = nbformat.read(str(path), as_version=4)
     except (OSError, ValueError, json.JSONDecodeError) as err:
@@ -55,16 +59,10 @@ def normalize(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 def dumps(nb: nbformat.NotebookNode) -> str:
     """The canonical text of a notebook: normal form, as Jupyter itself writes it."""
+    import nbformat
+
     nb = normalize(nbformat.from_dict(json.loads(json.dumps(nb))))
     return nbformat.writes(nb) + "\n"
-
-
-def write(nb: nbformat.NotebookNode, path: Path) -> None:
-    """Write a notebook in canonical form (atomically: temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(dumps(nb), encoding="utf-8")
-    tmp.replace(path)
 
 
 def from_script(script: Path) -> nbformat.NotebookNode:
@@ -114,11 +112,6 @@ def out_of_sync(folder: Path) -> list[str]:
                 f"{notebook}: differs from {script.name}; run `python -m autograde release`"
             )
     return problems
-
-
-def grade_ids(nb: nbformat.NotebookNode) -> list[str]:
-    """The nbgrader grade_id of every cell that carries one, in order."""
-    return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
 
 
 def is_solution(cell) -> bool:

@@ -29,20 +29,25 @@ def _canonical_bytes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def release(names: list[str] | None = None, log=print) -> list[Path]:
+def release(
+    names: list[str] | None = None,
+    log=print,
+    solutions: Path = SOLUTIONS,
+    release_dir: Path = RELEASE,
+) -> list[Path]:
     """Sync the solution pairs, regenerate notebooks/ for ``names`` (all by default).
 
-    Returns the files written or removed under notebooks/.
+    Returns the files written or removed under ``release_dir``.
     """
-    for nb in notebooks.sync(SOLUTIONS):
-        log(f"synced {nb.relative_to(SOLUTIONS.parent)} from its .py source")
-    names = names or assignments()
+    for nb in notebooks.sync(solutions):
+        log(f"synced {nb.relative_to(solutions.parent)} from its .py source")
+    names = names or assignments(solutions)
     touched: list[Path] = []
     with CourseFolder() as course:
         for name in names:
-            course.add_source(name)
+            course.add_source(name, solutions)
             fresh = _release_files(course.generate(name))
-            target = RELEASE / name
+            target = release_dir / name
             old = _release_files(target) if target.is_dir() else {}
             for rel, path in fresh.items():
                 dest = target / rel
@@ -54,12 +59,13 @@ def release(names: list[str] | None = None, log=print) -> list[Path]:
             for rel in sorted(set(old) - set(fresh)):
                 old[rel].unlink()
                 touched.append(old[rel])
-    for stale in sorted(RELEASE.glob("*/")):
-        if stale.is_dir() and stale.name not in assignments() and any(stale.glob("*.ipynb")):
+    current = assignments(solutions)
+    for stale in sorted(release_dir.glob("*/")):
+        if stale.is_dir() and stale.name not in current and any(stale.glob("*.ipynb")):
             shutil.rmtree(stale)
             touched.append(stale)
     for path in touched:
-        log(f"wrote {path.relative_to(RELEASE.parent)}")
+        log(f"wrote {path.relative_to(release_dir.parent)}")
     return touched
 
 
@@ -96,25 +102,32 @@ class CheckReport:
         return not self.problems
 
 
-def check(names: list[str] | None = None, execute: bool = True, log=print) -> CheckReport:
+def check(
+    names: list[str] | None = None,
+    execute: bool = True,
+    log=print,
+    solutions: Path = SOLUTIONS,
+    release_dir: Path = RELEASE,
+) -> CheckReport:
     """Everything ``python -m autograde check`` verifies; see the module docstring."""
     report = CheckReport()
-    report.problems += notebooks.out_of_sync(SOLUTIONS)
-    names = names or assignments()
+    report.problems += notebooks.out_of_sync(solutions)
+    names = names or assignments(solutions)
     with CourseFolder() as course:
         for name in names:
             log(f"[{name}] regenerating the release")
-            course.add_source(name)
+            course.add_source(name, solutions)
             fresh = _release_files(course.generate(name))
-            on_disk = _release_files(RELEASE / name) if (RELEASE / name).is_dir() else {}
+            target = release_dir / name
+            on_disk = _release_files(target) if target.is_dir() else {}
             for rel in sorted(set(fresh) | set(on_disk)):
                 if rel not in on_disk:
-                    report.problems.append(f"notebooks/{name}/{rel}: missing (run release)")
+                    report.problems.append(f"{target / rel}: missing (run release)")
                 elif rel not in fresh:
-                    report.problems.append(f"notebooks/{name}/{rel}: not in a fresh release")
+                    report.problems.append(f"{target / rel}: not in a fresh release")
                 elif on_disk[rel].read_bytes() != _canonical_bytes(fresh[rel]):
                     report.problems.append(
-                        f"notebooks/{name}/{rel}: differs from a fresh release "
+                        f"{target / rel}: differs from a fresh release "
                         "(edit solutions/, then run `python -m autograde release`)"
                     )
             if not execute:
@@ -126,7 +139,7 @@ def check(names: list[str] | None = None, execute: bool = True, log=print) -> Ch
                     for cell in result.get(kind, []):
                         detail = cell.get("raw_error", "").strip().splitlines()[-1:]
                         report.problems.append(
-                            f"solutions/{name}/{nb.name}: cell {kind}: "
+                            f"{solutions / name / nb.name}: cell {kind}: "
                             f"{cell.get('source', '')[:80]!r} {' '.join(detail)}"
                         )
             for rel, path in fresh.items():
@@ -135,7 +148,6 @@ def check(names: list[str] | None = None, execute: bool = True, log=print) -> Ch
                 log(f"[{name}] checking that the release {rel} passes no graded test")
                 for cell in validate(path, invert=True).get("passed", []):
                     report.problems.append(
-                        f"notebooks/{name}/{rel}: a graded test passes on the stub: "
-                        f"{cell['source'][:80]!r}"
+                        f"{target / rel}: a graded test passes on the stub: {cell['source'][:80]!r}"
                     )
     return report

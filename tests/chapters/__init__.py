@@ -1,0 +1,1 @@
+"""Plausible wrong answers, one module per chapter: ``chNN_topic.py`` → ``WRONG_ANSWERS``."""

@@ -1,0 +1,99 @@
+"""Shared fixtures: the repository's folders and a tiny framework-free course to grade."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+# A two-exercise assignment with no framework in it: kernels start in about a second, so
+# the pipeline's failure modes (broken JSON, endless loops, tampering) are cheap to test.
+TOY_SCRIPT = """\
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+SMOKE = True
+
+# %% nbgrader={"grade": false, "grade_id": "add", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def add(a, b):
+    ### BEGIN SOLUTION
+    return a + b
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_add", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+assert add(2, 3) == 5, "add(2, 3) should be 5"
+### BEGIN HIDDEN TESTS
+assert add(-1, 1) == 0
+### END HIDDEN TESTS
+
+# %% nbgrader={"grade": false, "grade_id": "mul", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def mul(a, b):
+    ### BEGIN SOLUTION
+    return a * b
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_mul", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+assert mul(2, 3) == 6, "mul(2, 3) should be 6"
+### BEGIN HIDDEN TESTS
+assert mul(-2, 4) == -8
+### END HIDDEN TESTS
+"""
+
+TOY = "99_toy"
+
+
+def write_toy(solutions: Path, script: str = TOY_SCRIPT) -> Path:
+    """Write the toy assignment's script and its notebook under ``solutions``."""
+    from autograde import notebooks
+
+    folder = solutions / TOY
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{TOY}.py").write_text(script)
+    notebooks.sync(solutions)
+    return folder / f"{TOY}.ipynb"
+
+
+@pytest.fixture(scope="session")
+def _toy_pristine(tmp_path_factory):
+    from autograde.release import release
+
+    root = tmp_path_factory.mktemp("toy")
+    write_toy(root / "solutions")
+    release(solutions=root / "solutions", release_dir=root / "notebooks", log=lambda msg: None)
+    return root
+
+
+@pytest.fixture
+def toy_course(_toy_pristine, tmp_path):
+    """(solutions, release) folders of a fresh copy of a course holding only the toy."""
+    for name in ("solutions", "notebooks"):
+        shutil.copytree(_toy_pristine / name, tmp_path / name)
+    return tmp_path / "solutions", tmp_path / "notebooks"
+
+
+def edit_cell(path: Path, grade_id: str, source: str, dest: Path | None = None) -> Path:
+    """Copy a notebook to ``dest`` (default: in place) with one cell's source replaced."""
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["metadata"].get("nbgrader", {}).get("grade_id") == grade_id:
+            cell["source"] = textwrap.dedent(source)
+            break
+    else:
+        raise KeyError(f"no cell {grade_id!r} in {path}")
+    dest = dest or path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(nb))
+    return dest

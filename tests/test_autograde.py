@@ -1,0 +1,306 @@
+"""The nbgrader loop: release, check and grade, on a toy assignment and on the real course."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, TOY, edit_cell, write_toy
+
+from autograde import notebooks
+from autograde.grade import grade
+from autograde.release import check, release
+
+QUIET = {"log": lambda msg: None}
+
+
+def _read_csv(path: Path) -> dict[str, dict[str, str]]:
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and list(rows[0]) == ["student_id", "assignment", "score", "max_score", "status"]
+    return {f"{r['student_id']}/{r['assignment']}": r for r in rows}
+
+
+def _repo_snapshot() -> dict[str, float]:
+    """Every file of the repository outside the venv and caches, with its mtime."""
+    skip = {".venv", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis", "__pycache__"}
+    return {
+        str(p.relative_to(REPO)): p.stat().st_mtime
+        for p in REPO.rglob("*")
+        if p.is_file() and not skip & set(p.relative_to(REPO).parts)
+    }
+
+
+# --- release ------------------------------------------------------------------------------
+
+
+def test_release_strips_solutions_and_hidden_tests(toy_course):
+    solutions, release_dir = toy_course
+    released = release_dir / TOY / f"{TOY}.ipynb"
+    assert sorted(p.name for p in (release_dir / TOY).iterdir()) == [f"{TOY}.ipynb"]
+    text = released.read_text()
+    for marker in ("BEGIN SOLUTION", "HIDDEN TESTS", "return a + b", "mul(-2, 4)"):
+        assert marker not in text, f"{marker!r} leaked into the release"
+    assert "raise NotImplementedError()" in text
+    assert "add(2, 3) == 5" in text  # visible tests stay
+
+
+def test_release_is_idempotent(toy_course):
+    solutions, release_dir = toy_course
+    before = (release_dir / TOY / f"{TOY}.ipynb").read_bytes()
+    assert release(solutions=solutions, release_dir=release_dir, **QUIET) == []
+    assert (release_dir / TOY / f"{TOY}.ipynb").read_bytes() == before
+
+
+def test_release_removes_assignments_gone_from_solutions(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    stale = release_dir / "98_gone"
+    stale.mkdir()
+    (stale / "98_gone.ipynb").write_text("{}")
+    release(solutions=solutions, release_dir=release_dir, **QUIET)
+    assert not stale.exists()
+
+
+# --- check --------------------------------------------------------------------------------
+
+
+def test_check_passes_on_a_good_course(toy_course):
+    solutions, release_dir = toy_course
+    report = check(solutions=solutions, release_dir=release_dir, **QUIET)
+    assert report.ok, report.problems
+
+
+def test_check_flags_a_hand_edited_release(toy_course):
+    solutions, release_dir = toy_course
+    edit_cell(release_dir / TOY / f"{TOY}.ipynb", "add", "def add(a, b):\n    return 0\n")
+    report = check(solutions=solutions, release_dir=release_dir, execute=False, **QUIET)
+    assert any("differs from a fresh release" in p for p in report.problems), report.problems
+
+
+def test_check_flags_a_stale_solution_notebook(toy_course):
+    solutions, release_dir = toy_course
+    script = solutions / TOY / f"{TOY}.py"
+    script.write_text(script.read_text().replace("return a * b", "return b * a"))
+    report = check(solutions=solutions, release_dir=release_dir, execute=False, **QUIET)
+    assert any(f"differs from {TOY}.py" in p for p in report.problems), report.problems
+
+
+def test_check_flags_a_solution_that_fails_its_tests(tmp_path):
+    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
+    from conftest import TOY_SCRIPT
+
+    write_toy(solutions, TOY_SCRIPT.replace("return a * b", "return a + b"))
+    release(solutions=solutions, release_dir=release_dir, **QUIET)
+    report = check(solutions=solutions, release_dir=release_dir, **QUIET)
+    failed = [p for p in report.problems if "cell failed" in p]
+    assert len(failed) == 1 and "mul(2, 3) should be 6" in failed[0], report.problems
+
+
+def test_check_flags_a_test_that_passes_on_the_stub(tmp_path):
+    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
+    from conftest import TOY_SCRIPT
+
+    toothless = TOY_SCRIPT.replace('assert add(2, 3) == 5, "add(2, 3) should be 5"', "add")
+    write_toy(solutions, toothless)
+    release(solutions=solutions, release_dir=release_dir, **QUIET)
+    report = check(solutions=solutions, release_dir=release_dir, **QUIET)
+    passing = [p for p in report.problems if "passes on the stub" in p]
+    assert len(passing) == 1, report.problems
+
+
+# --- grade --------------------------------------------------------------------------------
+
+
+def _submit(root: Path, student: str, notebook: Path, assignment: str = TOY) -> Path:
+    dest = root / student / assignment / f"{assignment}.ipynb"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(notebook, dest)
+    return dest
+
+
+def test_grade_scores_every_submission_and_survives_bad_ones(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    source_nb = solutions / TOY / f"{TOY}.ipynb"
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs = tmp_path / "submissions"
+    _submit(subs, "alice", source_nb)  # the solution: full marks
+    _submit(subs, "bob", release_nb)  # untouched release: nothing
+    broken = _submit(subs, "carol", release_nb)
+    broken.write_text(broken.read_text()[:200])  # truncated JSON
+    # dave answers `add`, then loops forever in `mul`: the cell timeout interrupts it
+    # and `add` still scores.
+    looping = edit_cell(release_nb, "add", "def add(a, b):\n    return a + b\n", subs / "x.ipynb")
+    edit_cell(looping, "mul", "while True:\n    pass\n")
+    _submit(subs, "dave", looping)
+    # erin leaves the stubs and rewrites the test cells to pass: locked cells are restored.
+    tampered = edit_cell(release_nb, "test_add", "pass\n", subs / "y.ipynb")
+    edit_cell(tampered, "test_mul", "pass\n")
+    _submit(subs, "erin", tampered)
+    (subs / "frank" / TOY).mkdir(parents=True)  # handed in nothing
+    _submit(subs, "gina", source_nb, assignment="42_unknown")
+    _submit(subs, "bad id", source_nb)
+
+    before = _repo_snapshot()
+    out = tmp_path / "out"
+    grade(subs, out, cell_timeout=5, timeout=120, solutions=solutions, **QUIET)
+    assert _repo_snapshot() == before, "grading wrote into the repository"
+
+    rows = _read_csv(out / "grades.csv")
+    expect = {
+        "alice": ("3.0", "ok"),
+        "bob": ("0.0", "ok"),
+        "carol": ("0.0", "invalid"),
+        "dave": ("1.0", "ok"),
+        "erin": ("0.0", "ok"),
+        "frank": ("0.0", "missing"),
+        "bad id": ("0.0", "invalid"),
+    }
+    for student, (score, status) in expect.items():
+        row = rows.pop(f"{student}/{TOY}")
+        assert (row["score"], row["max_score"], row["status"]) == (score, "3.0", status), row
+    assert rows.pop("gina/42_unknown")["status"] == "unknown-assignment"
+    assert rows == {}
+    feedback = out / "feedback" / "alice" / TOY / f"{TOY}.html"
+    assert feedback.is_file() and "Score: 3.0 / 3.0" in feedback.read_text()
+    dave = (out / "feedback" / "dave" / TOY / f"{TOY}.html").read_text()
+    assert "Score: 1.0 / 3.0" in dave
+    assert "not a readable notebook" in (out / "logs" / f"carol__{TOY}.log").read_text()
+    assert not (out / "feedback" / "carol").exists()
+
+
+def test_grade_kills_a_submission_that_ignores_interrupts(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs = tmp_path / "submissions"
+    stubborn = """
+        import time
+        while True:
+            try:
+                time.sleep(0.1)
+            except KeyboardInterrupt:
+                pass
+    """
+    edit_cell(release_nb, "add", stubborn, subs / "mallory" / TOY / f"{TOY}.ipynb")
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    out = tmp_path / "out"
+    # The cell timeout is longer than the submission's: the whole process group is killed.
+    grade(subs, out, cell_timeout=600, timeout=20, solutions=solutions, **QUIET)
+    rows = _read_csv(out / "grades.csv")
+    assert rows[f"mallory/{TOY}"]["status"] == "timeout"
+    assert rows[f"mallory/{TOY}"]["score"] == "0.0"
+    assert (rows[f"alice/{TOY}"]["score"], rows[f"alice/{TOY}"]["status"]) == ("3.0", "ok")
+
+
+def test_grade_refuses_to_write_into_the_repository(toy_course, tmp_path):
+    solutions, _ = toy_course
+    (tmp_path / "subs").mkdir()
+    with pytest.raises(ValueError, match="inside the repository"):
+        grade(tmp_path / "subs", REPO / "grades-out", solutions=solutions, **QUIET)
+    assert not (REPO / "grades-out").exists()
+
+
+def test_grade_cli_reports_a_missing_submissions_folder(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autograde",
+            "grade",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "submissions folder not found" in result.stderr and "nope" in result.stderr
+
+
+# --- the real course ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_check_passes_on_the_repository():
+    result = subprocess.run(
+        [sys.executable, "-m", "autograde", "check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "check passed" in result.stdout
+
+
+@pytest.mark.slow
+def test_grade_gives_solutions_full_marks_and_releases_none(tmp_path):
+    subs = tmp_path / "submissions"
+    names = [p.name for p in sorted((REPO / "solutions").iterdir()) if p.is_dir()]
+    assert names, "no assignments in solutions/"
+    for name in names:
+        _submit(subs, "solver", REPO / "solutions" / name / f"{name}.ipynb", assignment=name)
+        _submit(subs, "starter", REPO / "notebooks" / name / f"{name}.ipynb", assignment=name)
+    out = tmp_path / "out"
+    grade(subs, out, **QUIET)
+    rows = _read_csv(out / "grades.csv")
+    for name in names:
+        solver, starter = rows[f"solver/{name}"], rows[f"starter/{name}"]
+        assert float(solver["max_score"]) > 0
+        assert solver["status"] == starter["status"] == "ok", (solver, starter)
+        assert float(solver["score"]) == float(solver["max_score"]), solver
+        assert float(starter["score"]) == 0.0, starter
+        html = out / "feedback" / "solver" / name / f"{name}.html"
+        assert html.is_file()
+
+
+def test_committed_notebooks_are_canonical():
+    for path in sorted((REPO / "solutions").glob("*/*.ipynb")) + sorted(
+        (REPO / "notebooks").glob("*/*.ipynb")
+    ):
+        nb = json.loads(path.read_text())
+        for cell in nb["cells"]:
+            if cell["cell_type"] == "code":
+                assert cell["outputs"] == [] and cell["execution_count"] is None, path
+        assert path.read_text() == notebooks.dumps(notebooks.read(path)), path
+    assert not list((REPO / "notebooks").rglob("*.py")), "a .py file in notebooks/ leaks code"
+
+
+# --- probe --------------------------------------------------------------------------------
+
+
+def test_probe_catches_tests_that_cannot_fail(toy_course):
+    from autograde.probe import WrongAnswer, probe
+
+    solutions, release_dir = toy_course
+    wrong = [
+        WrongAnswer("add", "subtracts", "def add(a, b):\n    return a - b\n"),
+        # Not wrong at all: the probe must report that the tests pass on it.
+        WrongAnswer("mul", "actually right", "def mul(a, b):\n    return b * a\n"),
+        WrongAnswer("mul", "does not parse", "def mul(a, b) return 0\n"),
+    ]
+    report = probe(solutions / TOY / f"{TOY}.ipynb", release_dir / TOY / f"{TOY}.ipynb", wrong)
+    assert report.solution_failures == {}
+    assert report.passed_wrongly == {("mul", "actually right"): ["test_mul"]}
+    assert list(report.broken_variants) == [("mul", "does not parse")]
+    assert ("add", "stub") in report.tried and ("add", "subtracts") in report.tried
+    assert report.not_restored == {}
+
+
+def test_probe_reports_a_failing_solution(tmp_path):
+    from conftest import TOY_SCRIPT
+
+    from autograde.probe import probe
+
+    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
+    write_toy(solutions, TOY_SCRIPT.replace("return a * b", "return a + b"))
+    release(solutions=solutions, release_dir=release_dir, **QUIET)
+    report = probe(solutions / TOY / f"{TOY}.ipynb", release_dir / TOY / f"{TOY}.ipynb", [])
+    assert list(report.solution_failures) == ["test_mul"]
+    assert "mul(2, 3) should be 6" in report.solution_failures["test_mul"]

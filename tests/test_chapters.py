@@ -1,0 +1,83 @@
+"""Every chapter: conventions, and graded cells that fail on stubs and wrong answers.
+
+For each assignment in solutions/, ``tests/chapters/ch<assignment>.py`` lists plausible
+wrong answers. The probe runs the solution notebook in smoke mode (every cell must run and
+every graded test pass), then proves each exercise's test cells fail on the release stub
+and on each wrong answer, and pass again once the solution is restored.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import pytest
+from conftest import REPO
+
+from autograde import notebooks
+from autograde.probe import probe
+from autograde.workspace import assignments
+
+ASSIGNMENTS = assignments(REPO / "solutions")
+MIN_WRONG_ANSWERS = 2  # per exercise, besides the stub
+
+
+def test_there_are_chapters():
+    assert "00_setup" in ASSIGNMENTS
+
+
+def _solution(name):
+    return notebooks.read(REPO / "solutions" / name / f"{name}.ipynb")
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_first_cells_are_setup_then_parameters(name):
+    cells = _solution(name).cells
+    setup, params = cells[0], cells[1]
+    assert setup.cell_type == "code" and 'find_spec("course")' in setup.source, (
+        "cell 1 must install the course library where it is missing (Colab)"
+    )
+    assert "print(" in setup.source, "cell 1 prints the versions"
+    assert params.cell_type == "code" and "parameters" in params.metadata.get("tags", [])
+    assert re.search(r"^SMOKE = ", params.source, re.M), "the parameters cell sets SMOKE"
+
+
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_every_exercise_has_visible_and_hidden_tests(name):
+    nb = _solution(name)
+    by_id = {c.metadata["nbgrader"]["grade_id"]: c for c in nb.cells if "nbgrader" in c.metadata}
+    exercises = notebooks.exercises(nb)
+    assert exercises, f"{name} has no exercise"
+    for exercise, tests in exercises.items():
+        assert "### BEGIN SOLUTION" in by_id[exercise].source, exercise
+        assert tests, f"exercise {exercise} has no graded test cell after it"
+        for test in tests:
+            source, meta = by_id[test].source, by_id[test].metadata["nbgrader"]
+            visible, _, hidden = source.partition("### BEGIN HIDDEN TESTS")
+            assert meta.get("points", 0) > 0, f"{test} is worth no points"
+            assert "assert" in visible, f"{test} has no visible check"
+            assert hidden.strip(), f"{test} has no hidden tests"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ASSIGNMENTS)
+def test_graded_cells_fail_on_stubs_and_wrong_answers(name):
+    try:
+        chapter = importlib.import_module(f"chapters.ch{name}")
+    except ModuleNotFoundError:
+        pytest.fail(f"write tests/chapters/ch{name}.py with WRONG_ANSWERS for {name}")
+    solution = REPO / "solutions" / name / f"{name}.ipynb"
+    exercises = notebooks.exercises(notebooks.read(solution))
+    for exercise in exercises:
+        count = sum(w.exercise == exercise for w in chapter.WRONG_ANSWERS)
+        assert count >= MIN_WRONG_ANSWERS, f"{exercise}: {count} wrong answers listed"
+
+    report = probe(solution, REPO / "notebooks" / name / f"{name}.ipynb", chapter.WRONG_ANSWERS)
+
+    assert report.solution_failures == {}, "the solution notebook fails in smoke mode"
+    assert report.broken_variants == {}, "a wrong answer does not even run"
+    assert report.passed_wrongly == {}, "graded tests pass on a stub or a wrong answer"
+    assert report.not_restored == {}, "tests fail again after restoring the solution"
+    tried = set(report.tried)
+    assert {(e, "stub") for e in exercises} <= tried
+    assert {(w.exercise, w.name) for w in chapter.WRONG_ANSWERS} <= tried
