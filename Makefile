@@ -14,6 +14,8 @@ PYTEST_ARGS ?=
 
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+# Jupyter refuses to run as root unless told to (containers, workshop VMs often are root).
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 # nbgrader shells out to `alembic`, and notebooks call `jupyter`: the venv's bin goes first.
 export PATH := $(BIN):$(PATH)
 
@@ -28,12 +30,12 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@touch $(STAMP)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(LAB_ARGS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Instructor shortcuts (see autograde/README.md).
+# Instructor shortcuts (see "For instructors" in README.md).
 release: $(STAMP)
 	$(BIN)/python -m autograde release
 

@@ -83,6 +83,13 @@ def grade(
         for folder in sorted(p for p in student.iterdir() if p.is_dir())
     ]
     rows: list[Row] = []
+
+    def record(row: Row) -> None:
+        # grades.csv is rewritten (atomically) after every submission: if grading is
+        # interrupted, what was graded so far is on disk.
+        rows.append(row)
+        _write_csv(rows, out / "grades.csv")
+
     with CourseFolder(exec_timeout=cell_timeout) as course:
         for name in sorted({a for _, a, _ in work} & known):
             course.add_source(name, solutions)
@@ -91,18 +98,18 @@ def grade(
             logfile = out / "logs" / f"{student}__{assignment}.log"
             if assignment not in known:
                 log(f"{student}/{assignment}: no such assignment (known: {sorted(known)})")
-                rows.append(Row(student, assignment, 0.0, 0.0, "unknown-assignment"))
+                record(Row(student, assignment, 0.0, 0.0, "unknown-assignment"))
                 continue
             max_score = _max_score(course.db_url, assignment)
             if not _STUDENT_ID.match(student):
                 log(f"{student!r}: student ids are letters, digits and _.@+- only; skipped")
-                rows.append(Row(student, assignment, 0.0, max_score, "invalid"))
+                record(Row(student, assignment, 0.0, max_score, "invalid"))
                 continue
             status, notes = _stage(course, student, assignment, folder)
             if status != "ok":
                 logfile.write_text("\n".join(notes) + "\n")
                 log(f"{student}/{assignment}: {status} ({'; '.join(notes)})")
-                rows.append(Row(student, assignment, 0.0, max_score, status))
+                record(Row(student, assignment, 0.0, max_score, status))
                 continue
             log(f"{student}/{assignment}: autograding")
             result = run(
@@ -116,11 +123,11 @@ def grade(
                 status = "timeout"
             elif score is None:
                 status = "error"
-            rows.append(Row(student, assignment, score or 0.0, max_score, status))
+            record(Row(student, assignment, score or 0.0, max_score, status))
             log(f"{student}/{assignment}: {status}, {score or 0.0:g}/{max_score:g}")
         for assignment in sorted({r.assignment for r in rows if r.status == "ok"}):
             _feedback(course, assignment, out)
-    _write_csv(rows, out / "grades.csv")
+    _write_csv(rows, out / "grades.csv")  # also when there was nothing to grade
     return rows
 
 

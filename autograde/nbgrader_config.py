@@ -1,9 +1,9 @@
 """nbgrader configuration for the Twin GPT course.
 
 `python -m autograde` uses this file for you. To call nbgrader yourself, run it from the
-repository root and name this file:
+repository root (its nbgrader_config.py loads this one):
 
-    nbgrader generate_assignment 00_setup --config autograde/nbgrader_config.py
+    nbgrader generate_assignment 00_setup
 
 solutions/ is nbgrader's *source* folder (instructor notebooks with solutions and hidden
 tests); notebooks/ is its *release* folder (what learners open). The gradebook is SQLite.
