@@ -76,19 +76,22 @@ def from_script(script: Path) -> nbformat.NotebookNode:
     return normalize(nb)
 
 
-def script_pairs(folder: Path) -> list[tuple[Path, Path]]:
-    """(script, notebook) pairs under ``folder``: ``NN_topic/NN_topic.py`` ↔ ``.ipynb``."""
+def script_pairs(folder: Path, names: list[str] | None = None) -> list[tuple[Path, Path]]:
+    """(script, notebook) pairs under ``folder``: ``NN_topic/NN_topic.py`` ↔ ``.ipynb``.
+
+    ``names`` limits them to those assignments (all by default).
+    """
     pairs = []
     for script in sorted(folder.glob("*/*.py")):
-        if script.stem == script.parent.name:
+        if script.stem == script.parent.name and (names is None or script.stem in names):
             pairs.append((script, script.with_suffix(".ipynb")))
     return pairs
 
 
-def sync(folder: Path) -> list[Path]:
+def sync(folder: Path, names: list[str] | None = None) -> list[Path]:
     """Regenerate each paired notebook from its script; return the notebooks rewritten."""
     changed = []
-    for script, notebook in script_pairs(folder):
+    for script, notebook in script_pairs(folder, names):
         fresh = dumps(from_script(script))
         if not notebook.exists() or notebook.read_text(encoding="utf-8") != fresh:
             notebook.parent.mkdir(parents=True, exist_ok=True)
@@ -97,10 +100,10 @@ def sync(folder: Path) -> list[Path]:
     return changed
 
 
-def out_of_sync(folder: Path) -> list[str]:
+def out_of_sync(folder: Path, names: list[str] | None = None) -> list[str]:
     """Problems with the pairs under ``folder``: missing or stale notebooks, outputs."""
     problems = []
-    for script, notebook in script_pairs(folder):
+    for script, notebook in script_pairs(folder, names):
         if not notebook.exists():
             problems.append(f"{notebook}: missing; run `python -m autograde release`")
             continue

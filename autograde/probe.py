@@ -3,8 +3,10 @@
 ``probe`` runs a solution notebook top to bottom in one kernel (every graded cell must
 pass), then, exercise by exercise, swaps the solution cell for the release stub and for
 each *plausible wrong answer* the caller supplies, and reruns that exercise's test cells:
-every one of them must fail each time. Finally it restores the solution and checks the
-tests pass again, so a wrong answer cannot leak into the next exercise.
+every one of them must fail each time. *Reference answers* (the library's own version of
+the exercise) are swapped in too, and must pass every test cell: the notebook's tests and
+the library hold the two to the same behaviour. Finally it restores the solution and
+checks the tests pass again, so a wrong answer cannot leak into the next exercise.
 
 The wrong answers live with the chapter's tests (``tests/chapters/``); the stubs come from
 the release notebook, so what learners actually see is what is proven to fail.
@@ -33,12 +35,22 @@ class WrongAnswer:
     code: str
 
 
+@dataclass(frozen=True)
+class ReferenceAnswer:
+    """Another right answer (the library's reference, say): the tests must pass on it."""
+
+    exercise: str
+    name: str
+    code: str
+
+
 @dataclass
 class ProbeReport:
     solution_failures: dict[str, str] = field(default_factory=dict)  # cell id -> error
     passed_wrongly: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     not_restored: dict[str, str] = field(default_factory=dict)
     broken_variants: dict[tuple[str, str], str] = field(default_factory=dict)
+    rejected_references: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     tried: list[tuple[str, str]] = field(default_factory=list)  # (exercise, variant)
 
 
@@ -55,6 +67,7 @@ def probe(
     release: Path,
     wrong_answers: list[WrongAnswer],
     timeout: int = 600,
+    references: list[ReferenceAnswer] = (),
 ) -> ProbeReport:
     """Run the checks described in the module docstring; return what went wrong."""
     nb = notebooks.read(solution)
@@ -65,7 +78,7 @@ def probe(
     }
     cells = {_cell_id(c, i): c for i, c in enumerate(nb.cells)}
     tests_of = notebooks.exercises(nb)
-    unknown = {w.exercise for w in wrong_answers} - set(tests_of)
+    unknown = {w.exercise for w in [*wrong_answers, *references]} - set(tests_of)
     if unknown:
         raise ValueError(f"wrong answers name unknown exercises {sorted(unknown)}")
 
@@ -110,6 +123,14 @@ def probe(
                     passed = [t for t in tests if execute(cells[t].source) is None]
                     if passed:
                         report.passed_wrongly[(exercise, name)] = passed
+                for ref in (r for r in references if r.exercise == exercise):
+                    report.tried.append((exercise, ref.name))
+                    if (err := execute(ref.code)) is not None:
+                        report.broken_variants[(exercise, ref.name)] = err
+                        continue
+                    failed = [t for t in tests if execute(cells[t].source) is not None]
+                    if failed:
+                        report.rejected_references[(exercise, ref.name)] = failed
                 execute(cells[exercise].source)
                 for test in tests:
                     if (err := execute(cells[test].source)) is not None:

@@ -39,7 +39,7 @@ def release(
 
     Returns the files written or removed under ``release_dir``.
     """
-    for nb in notebooks.sync(solutions):
+    for nb in notebooks.sync(solutions, names):
         log(f"synced {nb.relative_to(solutions.parent)} from its .py source")
     names = names or assignments(solutions)
     touched: list[Path] = []
@@ -111,7 +111,7 @@ def check(
 ) -> CheckReport:
     """Everything ``python -m autograde check`` verifies; see the module docstring."""
     report = CheckReport()
-    report.problems += notebooks.out_of_sync(solutions)
+    report.problems += notebooks.out_of_sync(solutions, names)
     names = names or assignments(solutions)
     with CourseFolder() as course:
         for name in names:

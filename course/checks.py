@@ -92,7 +92,8 @@ def assert_finite(x, name: str = "result") -> None:
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise AssertionError(
             f"{name} has {int(bad.sum())} non-finite value(s), first {arr[where]} at index "
-            f"{where} (an overflow? try subtracting the maximum before exp)"
+            f"{where} (inf: an overflow, e.g. exp of a large number; nan: 0/0, inf - inf, or "
+            f"a nan that came in)"
         )
 
 

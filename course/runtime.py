@@ -8,11 +8,14 @@ it inside, at the moment it is called. Chapter 00 prints `report()` to check a s
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import random
 import re
 import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -203,6 +206,52 @@ def _smoke_or_false() -> bool:
         return smoke_mode()
     except ValueError:
         return False
+
+
+def preload_triton() -> bool:
+    """Load Triton now, before anything imports TensorFlow; return whether it is loaded.
+
+    TensorFlow and Triton each bundle LLVM. If TensorFlow loads first, the first thing that
+    loads Triton later (``torch.compile``, even ``torch.optim``'s first step through
+    ``torch._dynamo``) aborts the whole process: "LLVM ERROR: Option ... registered more
+    than once". Loaded the other way round they coexist. Without a GPU driver, Triton is set
+    to run kernels in its interpreter (``TRITON_INTERPRET=1``), as the course does on CPU.
+    """
+    if "triton" in sys.modules:
+        return True
+    if importlib.util.find_spec("triton") is None:
+        return False
+    if "tensorflow" in sys.modules:
+        warnings.warn(
+            "TensorFlow was imported before Triton: loading Triton now (torch.compile, "
+            "torch.optim) would abort this process. Restart the kernel and call "
+            "course.runtime.import_tensorflow() before anything else imports TensorFlow.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    if not _has_cuda_driver():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # CPU only: kernels run interpreted
+    import triton  # noqa: F401
+
+    return True
+
+
+def import_tensorflow():
+    """Import and return TensorFlow, safely beside PyTorch and Triton (`preload_triton`).
+
+    Also keeps TensorFlow's C++ start-up messages quiet.
+    """
+    preload_triton()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def _has_cuda_driver() -> bool:
+    """Whether an NVIDIA driver is present (without importing torch)."""
+    return any(Path(p).exists() for p in ("/dev/nvidiactl", "/proc/driver/nvidia/version"))
 
 
 def free_memory_gb() -> float:

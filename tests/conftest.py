@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from course import runtime
+
 REPO = Path(__file__).resolve().parent.parent
+
+# One pytest process imports TensorFlow and, later, Triton (torch.compile, torch.optim):
+# in that order the process aborts (both bundle LLVM). Load Triton first, once.
+runtime.preload_triton()
 
 # A two-exercise assignment with no framework in it: kernels start in about a second, so
 # the pipeline's failure modes (broken JSON, endless loops, tampering) are cheap to test.

@@ -276,7 +276,7 @@ def test_committed_notebooks_are_canonical():
 
 
 def test_probe_catches_tests_that_cannot_fail(toy_course):
-    from autograde.probe import WrongAnswer, probe
+    from autograde.probe import ReferenceAnswer, WrongAnswer, probe
 
     solutions, release_dir = toy_course
     wrong = [
@@ -285,9 +285,20 @@ def test_probe_catches_tests_that_cannot_fail(toy_course):
         WrongAnswer("mul", "actually right", "def mul(a, b):\n    return b * a\n"),
         WrongAnswer("mul", "does not parse", "def mul(a, b) return 0\n"),
     ]
-    report = probe(solutions / TOY / f"{TOY}.ipynb", release_dir / TOY / f"{TOY}.ipynb", wrong)
+    references = [
+        ReferenceAnswer("add", "library", "def add(a, b):\n    return b + a\n"),
+        ReferenceAnswer("mul", "a broken library", "def mul(a, b):\n    return a + b\n"),
+    ]
+    report = probe(
+        solutions / TOY / f"{TOY}.ipynb",
+        release_dir / TOY / f"{TOY}.ipynb",
+        wrong,
+        references=references,
+    )
     assert report.solution_failures == {}
     assert report.passed_wrongly == {("mul", "actually right"): ["test_mul"]}
+    assert report.rejected_references == {("mul", "a broken library"): ["test_mul"]}
+    assert ("add", "library") in report.tried
     assert list(report.broken_variants) == [("mul", "does not parse")]
     assert ("add", "stub") in report.tried and ("add", "subtracts") in report.tried
     assert report.not_restored == {}

@@ -72,12 +72,15 @@ def test_graded_cells_fail_on_stubs_and_wrong_answers(name):
         count = sum(w.exercise == exercise for w in chapter.WRONG_ANSWERS)
         assert count >= MIN_WRONG_ANSWERS, f"{exercise}: {count} wrong answers listed"
 
-    report = probe(solution, REPO / "notebooks" / name / f"{name}.ipynb", chapter.WRONG_ANSWERS)
+    references = getattr(chapter, "REFERENCE_ANSWERS", [])
+    release = REPO / "notebooks" / name / f"{name}.ipynb"
+    report = probe(solution, release, chapter.WRONG_ANSWERS, references=references)
 
     assert report.solution_failures == {}, "the solution notebook fails in smoke mode"
     assert report.broken_variants == {}, "a wrong answer does not even run"
     assert report.passed_wrongly == {}, "graded tests pass on a stub or a wrong answer"
+    assert report.rejected_references == {}, "graded tests fail on the library's reference"
     assert report.not_restored == {}, "tests fail again after restoring the solution"
     tried = set(report.tried)
     assert {(e, "stub") for e in exercises} <= tried
-    assert {(w.exercise, w.name) for w in chapter.WRONG_ANSWERS} <= tried
+    assert {(w.exercise, w.name) for w in [*chapter.WRONG_ANSWERS, *references]} <= tried

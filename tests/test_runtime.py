@@ -215,3 +215,53 @@ def test_report_with_device(monkeypatch):
     device_line = next(line for line in text.splitlines() if "device" in line)
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
         assert device_line.split()[-1] == "cpu"
+
+
+# --- TensorFlow beside Triton ---------------------------------------------------------------
+
+_TRITON_AFTER_TF = """
+import sys, warnings
+from course import runtime
+tf = runtime.import_tensorflow()
+assert "triton" in sys.modules, "Triton was not loaded before TensorFlow"
+import torch
+p = torch.nn.Parameter(torch.ones(3))
+opt = torch.optim.SGD([p], lr=0.5)
+(p * p).sum().backward()
+opt.step()  # goes through torch._dynamo, which loads Triton's LLVM
+compiled = torch.compile(lambda x: x * 2, backend="eager")
+print("ok", float(p.sum()), float(tf.reduce_sum(tf.ones(2))), float(compiled(p).sum()))
+"""
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None or importlib.util.find_spec("tensorflow") is None,
+    reason="needs both triton and tensorflow installed",
+)
+def test_import_tensorflow_lets_triton_load_later_in_the_same_process():
+    result = subprocess.run(
+        [sys.executable, "-c", _TRITON_AFTER_TF], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["ok", "0.0", "2.0", "0.0"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None or importlib.util.find_spec("tensorflow") is None,
+    reason="needs both triton and tensorflow installed",
+)
+def test_preload_triton_warns_when_tensorflow_came_first():
+    code = (
+        "import warnings, sys\n"
+        "import tensorflow\n"
+        "from course import runtime\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    loaded = runtime.preload_triton()\n"
+        "print(loaded, 'triton' in sys.modules, [str(w.message)[:40] for w in caught])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("False False ['TensorFlow was imported before Triton")

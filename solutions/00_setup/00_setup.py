@@ -78,13 +78,12 @@ TIMING_REPEATS = 3 if SMOKE else 50
 # same process: later chapters move weights from one to the other.
 
 # %%
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up quiet
-
 import numpy as np
-import tensorflow as tf
 import torch
+
+# TensorFlow and Triton (behind torch.compile, used from chapter 01 on) each bundle LLVM:
+# loaded TensorFlow-first, the kernel dies when Triton loads. This helper gets the order right.
+tf = runtime.import_tensorflow()
 
 print(runtime.report(with_device=True))
 
