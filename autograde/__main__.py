@@ -39,6 +39,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
+    if args.command in ("release", "check"):
+        from .workspace import assignments
+
+        unknown = sorted(set(args.assignments) - set(assignments()))
+        if unknown:
+            print(
+                f"error: no assignment {', '.join(unknown)} in solutions/ "
+                f"(known: {', '.join(assignments())})",
+                file=sys.stderr,
+            )
+            return 2
     if args.command == "release":
         from .release import release
 
@@ -63,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 cell_timeout=args.cell_timeout,
                 log=log,
             )
-        except (FileNotFoundError, ValueError) as err:
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"graded {len(rows)} submission(s) into {args.out / 'grades.csv'}")

@@ -119,14 +119,17 @@ def grade(
             )
             logfile.write_text("\n".join(notes + [result.output]))
             score = _submission_score(course.db_url, assignment, student)
+            graded = course.root / "autograded" / student / assignment
             if result.timed_out:
                 status = "timeout"
-            elif score is None:
+            elif score is None or not graded.is_dir():
+                # nbgrader records a zero before running anything and removes the autograded
+                # folder when grading fails (a dead kernel, say): that is an error, not a 0.
                 status = "error"
             record(Row(student, assignment, score or 0.0, max_score, status))
             log(f"{student}/{assignment}: {status}, {score or 0.0:g}/{max_score:g}")
         for assignment in sorted({r.assignment for r in rows if r.status == "ok"}):
-            _feedback(course, assignment, out)
+            _feedback(course, assignment, out, log)
     _write_csv(rows, out / "grades.csv")  # also when there was nothing to grade
     return rows
 
@@ -155,9 +158,12 @@ def _stage(course: CourseFolder, student: str, assignment: str, folder: Path):
     return "ok", notes
 
 
-def _feedback(course: CourseFolder, assignment: str, out: Path) -> None:
+def _feedback(course: CourseFolder, assignment: str, out: Path, log=print) -> None:
     """Feedback pages for every autograded submission of ``assignment`` (one nbgrader run)."""
-    run(["generate_feedback", assignment, "--force"], cwd=course.root)
+    result = run(["generate_feedback", assignment, "--force"], cwd=course.root)
+    (out / "logs" / f"feedback__{assignment}.log").write_text(result.output)
+    if result.returncode != 0:
+        log(f"{assignment}: generate_feedback failed; see logs/feedback__{assignment}.log")
     for made in sorted((course.root / "feedback").glob(f"*/{assignment}")):
         target = out / "feedback" / made.parent.name / assignment
         shutil.rmtree(target, ignore_errors=True)

@@ -19,9 +19,15 @@ c.CourseDirectory.course_id = "twin-gpt"
 c.CourseDirectory.root = str(REPO)
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "notebooks"
-# The py:percent twin of each solution notebook holds the solutions in plain text:
-# it must never be copied into a release.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.py"]
+# The py:percent twin of each solution notebook (NN_topic/NN_topic.py) holds the solutions
+# in plain text: it must never be copied into a release. Other .py files are released.
+c.CourseDirectory.ignore = [
+    ".ipynb_checkpoints",
+    "*.pyc",
+    "__pycache__",
+    "feedback",
+    "[0-9][0-9]_*.py",
+]
 
 # What a learner sees where a solution was removed.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

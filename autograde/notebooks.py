@@ -29,12 +29,13 @@ def read(path: Path) -> nbformat.NotebookNode:
 
     try:
         nb = nbformat.read(str(path), as_version=4)
-    except (OSError, ValueError, json.JSONDecodeError) as err:
-        raise NotebookError(f"{path}: not a readable notebook ({err})") from err
-    try:
         nbformat.validate(nb)
     except nbformat.ValidationError as err:
         raise NotebookError(f"{path}: not a valid notebook ({err.message})") from err
+    except Exception as err:  # a submission can be any bytes: never let one crash a run
+        raise NotebookError(
+            f"{path}: not a readable notebook ({type(err).__name__}: {err})"
+        ) from err
     return nb
 
 

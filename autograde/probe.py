@@ -15,15 +15,17 @@ the release notebook, so what learners actually see is what is proven to fail.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
 from . import notebooks
-from .workspace import tool_env
+from .workspace import TWIN_PATTERN, tool_env
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,10 @@ class WrongAnswer:
     exercise: str
     name: str
     code: str
+
+
+class ProbeAborted(RuntimeError):
+    """A cell hung past the timeout or killed the kernel: the probe cannot go on."""
 
 
 @dataclass(frozen=True)
@@ -71,13 +77,17 @@ def probe(
 ) -> ProbeReport:
     """Run the checks described in the module docstring; return what went wrong."""
     nb = notebooks.read(solution)
+    released = notebooks.read(release)
     stubs = {
         c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in notebooks.read(release).cells
+        for c in released.cells
         if notebooks.is_solution(c)
     }
     cells = {_cell_id(c, i): c for i, c in enumerate(nb.cells)}
     tests_of = notebooks.exercises(nb)
+    missing = sorted(set(tests_of) - set(stubs))
+    if missing:
+        raise ValueError(f"{release} has no stub for {missing}: run `python -m autograde release`")
     unknown = {w.exercise for w in [*wrong_answers, *references]} - set(tests_of)
     if unknown:
         raise ValueError(f"wrong answers name unknown exercises {sorted(unknown)}")
@@ -85,12 +95,19 @@ def probe(
     report = ProbeReport()
     saved = dict(os.environ)
     os.environ.update(tool_env(smoke=True))
+    # Run in a copy of the chapter's folder: whatever the notebook writes (checkpoints,
+    # exports, figures) must not land in the repository.
+    scratch = tempfile.TemporaryDirectory(prefix="twin-gpt-probe-")
+    workdir = Path(scratch.name) / solution.parent.name
+    shutil.copytree(
+        solution.parent, workdir, ignore=shutil.ignore_patterns(TWIN_PATTERN, ".*", "*.ipynb")
+    )
     try:
         client = NotebookClient(
             nb,
             timeout=timeout,
             kernel_name="python3",
-            resources={"metadata": {"path": str(solution.parent)}},
+            resources={"metadata": {"path": str(workdir)}},
         )
         with client.setup_kernel():
 
@@ -100,6 +117,10 @@ def probe(
                     client.execute_cell(cell, 0)
                 except CellExecutionError as err:
                     return _error(err)
+                except (CellTimeoutError, DeadKernelError) as err:
+                    # A variant that hangs or kills the kernel fails, but the kernel is gone
+                    # or busy: nothing after it can be trusted, so stop here.
+                    raise ProbeAborted(f"{type(err).__name__} while running:\n{source}") from err
                 return None
 
             for index, cell in enumerate(nb.cells):
@@ -138,4 +159,5 @@ def probe(
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        scratch.cleanup()
     return report

@@ -20,7 +20,13 @@ from .workspace import CONFIG, RELEASE, SOLUTIONS, CourseFolder, assignments, to
 
 
 def _release_files(folder: Path) -> dict[str, Path]:
-    return {str(p.relative_to(folder)): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    """The files of a release folder, leaving out Jupyter's hidden checkpoints and caches."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if path.is_file() and not any(p.startswith(".") or p == "__pycache__" for p in parts):
+            files[str(path.relative_to(folder))] = path
+    return files
 
 
 def _canonical_bytes(path: Path) -> bytes:

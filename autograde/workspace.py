@@ -8,6 +8,7 @@ subprocess, and copy back only what the caller asked for.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -21,6 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 SOLUTIONS = REPO / "solutions"
 RELEASE = REPO / "notebooks"
 CONFIG = Path(__file__).resolve().with_name("nbgrader_config.py")
+# The py:percent twin of a chapter notebook (NN_topic/NN_topic.py) holds its solutions:
+# never released. Other .py files (helper modules a chapter imports) are.
+TWIN_PATTERN = "[0-9][0-9]_*.py"
 
 
 def assignments(source: Path = SOLUTIONS) -> list[str]:
@@ -59,15 +63,36 @@ def run(args: list[str], cwd: Path, timeout: float | None = None, smoke: bool = 
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,  # kernels it starts share the group: one kill ends all
+        start_new_session=True,  # its own group; kernels start their own: see _kill_tree
     )
     try:
         out, _ = proc.communicate(timeout=timeout)
         return Result(proc.returncode, out)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
+        _kill_tree(proc)
+        try:
+            out, _ = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:  # an orphan still holds the pipe: stop reading
+            out = ""
         return Result(-9, out + f"\n[killed after {timeout:.0f} s]", timed_out=True)
+    except BaseException:  # Ctrl-C or any error here: leave no nbgrader or kernel behind
+        _kill_tree(proc)
+        raise
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill a process and every process it started (kernels run in sessions of their own)."""
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    for member in [*family]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class CourseFolder:
@@ -104,11 +129,14 @@ class CourseFolder:
         return f"sqlite:///{self.db_path}"
 
     def add_source(self, assignment: str, source: Path = SOLUTIONS) -> None:
-        """Copy an assignment's source folder in, leaving out its py:percent twins."""
+        """Copy an assignment's source folder in, leaving out its py:percent twin."""
+        if not (source / assignment).is_dir():
+            known = ", ".join(assignments(source)) or "none"
+            raise ValueError(f"no assignment {assignment!r} in {source} (known: {known})")
         shutil.copytree(
             source / assignment,
             self.root / "source" / assignment,
-            ignore=shutil.ignore_patterns("*.py", "__pycache__", ".ipynb_checkpoints"),
+            ignore=shutil.ignore_patterns(TWIN_PATTERN, "__pycache__", ".*"),
         )
 
     def generate(self, assignment: str) -> Path:

@@ -7,8 +7,10 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import REPO, TOY, edit_cell, write_toy
 
@@ -142,6 +144,11 @@ def test_grade_scores_every_submission_and_survives_bad_ones(toy_course, tmp_pat
     edit_cell(tampered, "test_mul", "pass\n")
     _submit(subs, "erin", tampered)
     (subs / "frank" / TOY).mkdir(parents=True)  # handed in nothing
+    _submit(subs, "hank", release_nb).write_text("{}")  # JSON, but not a notebook
+    # ivan's kernel dies in the middle: an error, not a quiet zero.
+    _submit(
+        subs, "ivan", edit_cell(release_nb, "add", "import os\nos._exit(1)\n", subs / "z.ipynb")
+    )
     _submit(subs, "gina", source_nb, assignment="42_unknown")
     _submit(subs, "bad id", source_nb)
 
@@ -159,6 +166,8 @@ def test_grade_scores_every_submission_and_survives_bad_ones(toy_course, tmp_pat
         "erin": ("0.0", "ok"),
         "frank": ("0.0", "missing"),
         "bad id": ("0.0", "invalid"),
+        "hank": ("0.0", "invalid"),
+        "ivan": ("0.0", "error"),
     }
     for student, (score, status) in expect.items():
         row = rows.pop(f"{student}/{TOY}")
@@ -173,7 +182,7 @@ def test_grade_scores_every_submission_and_survives_bad_ones(toy_course, tmp_pat
     assert not (out / "feedback" / "carol").exists()
 
 
-def test_grade_kills_a_submission_that_ignores_interrupts(toy_course, tmp_path):
+def test_grade_kills_a_submission_that_ignores_interrupts(toy_course, tmp_path, monkeypatch):
     solutions, release_dir = toy_course
     release_nb = release_dir / TOY / f"{TOY}.ipynb"
     subs = tmp_path / "submissions"
@@ -188,8 +197,17 @@ def test_grade_kills_a_submission_that_ignores_interrupts(toy_course, tmp_path):
     edit_cell(release_nb, "add", stubborn, subs / "mallory" / TOY / f"{TOY}.ipynb")
     _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
     out = tmp_path / "out"
-    # The cell timeout is longer than the submission's: the whole process group is killed.
-    grade(subs, out, cell_timeout=600, timeout=20, solutions=solutions, **QUIET)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the course folder goes here
+    # The cell timeout is longer than the submission's: nbgrader and its kernel are killed.
+    grade(subs, out, cell_timeout=600, timeout=40, solutions=solutions, **QUIET)
+    leftovers = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.cwd().startswith(str(tmp_path)):
+                leftovers.append(" ".join(proc.cmdline()))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    assert leftovers == [], f"processes left running: {leftovers}"
     rows = _read_csv(out / "grades.csv")
     assert rows[f"mallory/{TOY}"]["status"] == "timeout"
     assert rows[f"mallory/{TOY}"]["score"] == "0.0"
@@ -227,6 +245,7 @@ def test_grade_cli_reports_a_missing_submissions_folder(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_check_passes_on_the_repository():
     result = subprocess.run(
         [sys.executable, "-m", "autograde", "check"],
@@ -240,6 +259,7 @@ def test_check_passes_on_the_repository():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)
 def test_grade_gives_solutions_full_marks_and_releases_none(tmp_path):
     subs = tmp_path / "submissions"
     names = [p.name for p in sorted((REPO / "solutions").iterdir()) if p.is_dir()]

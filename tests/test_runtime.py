@@ -47,6 +47,12 @@ def test_smoke_mode_rejects_unknown_values(monkeypatch, value):
 # --- seed_everything --------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_hash_seed_leak(monkeypatch):
+    """seed_everything sets PYTHONHASHSEED; undo it after each test (kernels inherit it)."""
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+
+
 def _draws() -> tuple[list[float], list[float]]:
     return [random.random() for _ in range(5)], np.random.rand(5).tolist()
 
