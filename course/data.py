@@ -210,6 +210,17 @@ def ensure_file(
         warnings.warn(f"{cached} has the wrong sha256; downloading it again", stacklevel=2)
         cached.unlink()
 
+    try:  # a cache folder we cannot write is not a network problem: say so at once
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=cached.parent, prefix=".write-test.")
+        probe.close()
+    except OSError as err:
+        raise DataUnavailableError(
+            f"cannot write to the cache folder {cached.parent} ({err}). Point "
+            f"{CACHE_DIR_ENV} at a folder you can write to, or put the file in "
+            f"{DATA_DIR_ENV}.\n{_by_hand_hint(corpus)}"
+        ) from err
+
     url = url or corpus.url
     for attempt in range(1, retries + 1):
         try:

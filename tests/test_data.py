@@ -256,3 +256,15 @@ def test_sha256_file_matches_hashlib(tmp_path):
     path = tmp_path / "blob.bin"
     path.write_bytes(PAYLOAD)
     assert data.sha256_file(path) == hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def test_unwritable_cache_folder_is_named_without_downloading(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(blocker / "cache"))
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    corpus = data.Corpus("tiny", "tiny.txt", "http://127.0.0.1:9/never-contacted", "0" * 64)
+    with pytest.raises(data.DataUnavailableError, match="cannot write to the cache folder") as err:
+        data.ensure_file(corpus, retries=3, backoff=0, progress=False)
+    assert str(blocker / "cache") in str(err.value)
+    assert "COURSE_CACHE_DIR" in str(err.value)
