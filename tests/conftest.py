@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 from course import runtime
 
 REPO = Path(__file__).resolve().parent.parent
+
+# The corpus comes from ../shared/data when it is there (CI, the course's machines), never
+# from the network; .ci/run exports the same. Chapters executed by tests inherit it.
+_SHARED_DATA = REPO.parent / "shared" / "data"
+if _SHARED_DATA.is_dir():
+    os.environ.setdefault("COURSE_DATA_DIR", str(_SHARED_DATA))
 
 # One pytest process imports TensorFlow and, later, Triton (torch.compile, torch.optim):
 # in that order the process aborts (both bundle LLVM). Load Triton first, once.
