@@ -11,12 +11,21 @@ A corpus is found in this order:
 Every file is checked against its sha256 before use, and a download is written to a
 temporary file that only takes the final name once it is complete and verified, so an
 interrupted download never leaves a half file behind that a later run would trust.
+
+Tokens and batches (numpy only; `course.torch.data` and `course.tf.data` build on these):
+
+- `token_file` encodes a text once into a raw uint16 file with a JSON sidecar, and reuses
+  it on later runs; `prepare_tokens` does that for a corpus's train and val parts.
+- `get_batch` draws a random batch of (x, y) blocks with a seeded `np.random.Generator`;
+  the PyTorch DataLoader and the tf.data pipeline draw the very same batches for a seed,
+  so both frameworks can be trained on identical data.
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import re
 import tempfile
@@ -24,9 +33,12 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
 
 DATA_DIR_ENV = "COURSE_DATA_DIR"
@@ -256,3 +268,328 @@ def load_text(
         name, url=url, retries=retries, timeout=timeout, progress=progress, backoff=backoff
     )
     return path.read_bytes().decode("utf-8")
+
+
+# --------------------------------------------------------------------------------------
+# Token files: encode a corpus once, reuse it on every later run
+# --------------------------------------------------------------------------------------
+
+TOKEN_FORMAT = "twin-gpt-tokens"  # the sidecar's "format": says what wrote the .bin file
+TOKEN_FORMAT_VERSION = 1  # bump when the layout changes; older files are then re-encoded
+
+_FINGERPRINT_RE = re.compile(r"[A-Za-z0-9._+-]+")  # it becomes part of a file name
+
+
+def _encode_function(encode: Any) -> Callable[[str], Any]:
+    """`encode` may be a function str -> ids or any object with an `.encode` method."""
+    method = getattr(encode, "encode", None)
+    if callable(method):
+        return method
+    if callable(encode):
+        return encode
+    raise TypeError(
+        "encode must be a function str -> list of ids, or an object with an .encode method "
+        f"(such as a CharTokenizer), got {type(encode).__name__}"
+    )
+
+
+def _sidecar_path(path: Path) -> Path:
+    sidecar = path.with_suffix(".json")
+    if sidecar == path:
+        raise ValueError(f"path {path} must not end in .json: that name is for the sidecar")
+    return sidecar
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_existing(path: Path, sidecar: Path, dtype: np.dtype, want: dict) -> str | None:
+    """Why the token file at `path` cannot be reused, or None if it can.
+
+    Returns "missing" or "stale" (a normal reason to encode) or a sentence describing a
+    damaged file, which the caller reports with a warning.
+    """
+    if not path.exists() and not sidecar.exists():
+        return "missing"
+    if not sidecar.is_file():
+        return f"{path} has no sidecar {sidecar.name}"
+    if not path.is_file():
+        return f"{sidecar} describes a token file {path.name} that is missing"
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        length = meta["length"]
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"bad length {length!r}")
+        fmt, version, dtype_name = meta["format"], meta["version"], meta["dtype"]
+        tokens_sha256 = meta["tokens_sha256"]
+    except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
+        return f"its sidecar {sidecar} is damaged ({err})"
+    if fmt != TOKEN_FORMAT:
+        return f"its sidecar {sidecar} has format {fmt!r}, expected {TOKEN_FORMAT!r}"
+    if version != TOKEN_FORMAT_VERSION or dtype_name != dtype.name:
+        return "stale"
+    if meta.get("text_sha256") != want["text_sha256"]:
+        return "stale"
+    if meta.get("tokenizer") != want["tokenizer"]:
+        return "stale"
+    size = path.stat().st_size
+    if size != length * dtype.itemsize:
+        return (
+            f"{path} has {size} bytes but its sidecar promises {length} tokens "
+            f"x {dtype.itemsize} bytes = {length * dtype.itemsize} (truncated or damaged)"
+        )
+    if sha256_file(path) != tokens_sha256:
+        return f"{path} does not match the sha256 in its sidecar (damaged)"
+    return None
+
+
+def _write_atomic(final: Path, data: bytes) -> None:
+    """Write `data` to a temporary file next to `final`, then rename it into place."""
+    part = tempfile.NamedTemporaryFile(
+        delete=False, dir=final.parent, prefix=f".{final.name}.", suffix=".part"
+    )
+    try:
+        with part:
+            part.write(data)
+            part.flush()
+            os.fsync(part.fileno())
+        os.replace(part.name, final)
+    finally:
+        if os.path.exists(part.name):
+            os.unlink(part.name)
+
+
+def token_file(
+    text: str,
+    encode: Any,
+    path: str | os.PathLike[str],
+    *,
+    fingerprint: str,
+    dtype: Any = np.uint16,
+) -> np.memmap:
+    """Encode `text` once into a raw token file at `path`; reuse it on later calls.
+
+    `encode` is a function str -> ids, or a tokenizer with an `.encode` method.
+    `fingerprint` names the tokenizer (for example "char65" or "bpe512-v1"): a file is
+    reused only if its sidecar records the same fingerprint and the same text sha256, so
+    change the fingerprint whenever the tokenizer changes.
+
+    The ids are stored little-endian as `dtype` (uint16 holds ids up to 65535: every
+    tokenizer in the course; pass dtype=np.uint32 for larger vocabularies). Next to the
+    file, `path.with_suffix(".json")` records format, version, dtype, length, text_sha256,
+    tokenizer (the fingerprint) and tokens_sha256. Both files are written to temporary
+    names and renamed, the sidecar last, so a crash never leaves a file a later run trusts.
+    A file whose size or sha256 disagrees with its sidecar, or a damaged sidecar, is
+    re-encoded with a warning.
+
+    Returns the tokens as a read-only `np.memmap` (nothing is loaded into memory until
+    it is indexed).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not isinstance(fingerprint, str) or _FINGERPRINT_RE.fullmatch(fingerprint) is None:
+        raise ValueError(
+            "fingerprint must be a non-empty str of letters, digits, '.', '_', '+' or '-' "
+            f"(it names the tokenizer in file names), got {fingerprint!r}"
+        )
+    encode_fn = _encode_function(encode)
+    dtype = np.dtype(dtype)
+    if dtype.kind != "u":
+        raise ValueError(f"dtype must be an unsigned integer type such as uint16, got {dtype}")
+    stored = dtype.newbyteorder("<")  # the same bytes on every machine
+    path = Path(path)
+    sidecar = _sidecar_path(path)
+    want = {"text_sha256": _sha256_text(text), "tokenizer": fingerprint}
+
+    problem = _check_existing(path, sidecar, dtype, want)
+    if problem is None:
+        length = json.loads(sidecar.read_text(encoding="utf-8"))["length"]
+        return np.memmap(path, dtype=stored, mode="r", shape=(length,))
+    if problem not in ("missing", "stale"):
+        warnings.warn(f"{problem}; encoding the text again", stacklevel=2)
+
+    ids = np.asarray(encode_fn(text))
+    if ids.ndim != 1:
+        raise ValueError(f"encode must return a flat sequence of ids, got shape {ids.shape}")
+    if ids.size == 0:
+        raise ValueError("encode returned no tokens: nothing to write (is the text empty?)")
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"encode must return integer ids, got dtype {ids.dtype}")
+    smallest, largest = int(ids.min()), int(ids.max())
+    if smallest < 0:
+        raise ValueError(f"token ids must be >= 0, got {smallest}")
+    if largest > np.iinfo(dtype).max:
+        bigger = "uint32" if dtype.itemsize < 4 else "uint64"
+        raise ValueError(
+            f"token id {largest} does not fit in {dtype.name} (max {np.iinfo(dtype).max}); "
+            f"pass dtype=np.{bigger}"
+        )
+
+    payload = ids.astype(stored).tobytes()
+    meta = {
+        "format": TOKEN_FORMAT,
+        "version": TOKEN_FORMAT_VERSION,
+        "dtype": dtype.name,
+        "length": int(ids.size),
+        "text_sha256": want["text_sha256"],
+        "tokenizer": fingerprint,
+        "tokens_sha256": hashlib.sha256(payload).hexdigest(),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.unlink(missing_ok=True)  # no sidecar = not trusted, until the new one lands
+    _write_atomic(path, payload)
+    _write_atomic(sidecar, (json.dumps(meta, indent=1) + "\n").encode("utf-8"))
+    return np.memmap(path, dtype=stored, mode="r", shape=(ids.size,))
+
+
+def _check_fraction(val_fraction: float) -> None:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, int | float):
+        raise TypeError(f"val_fraction must be a number, got {type(val_fraction).__name__}")
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+
+
+def _split_point(n: int, val_fraction: float) -> int:
+    # int(0.9 * n), as in the classic char-level Shakespeare setup (nanoGPT, char-rnn).
+    return int(n * (1 - val_fraction))
+
+
+def train_val_split(tokens: np.ndarray, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """The first `1 - val_fraction` of `tokens` for training, the rest for validation.
+
+    Not shuffled: validation text is text the model never saw nearby. Returns views (a
+    memmap stays a memmap). Each part needs at least 2 tokens (one x and its next y).
+    """
+    _check_fraction(val_fraction)
+    n = len(tokens)
+    cut = _split_point(n, val_fraction)
+    if cut < 2 or n - cut < 2:
+        raise ValueError(
+            f"splitting {n} tokens with val_fraction={val_fraction} gives {cut} train and "
+            f"{n - cut} val tokens; both parts need at least 2"
+        )
+    return tokens[:cut], tokens[cut:]
+
+
+def prepare_tokens(
+    name: str | Corpus = "tinyshakespeare",
+    tokenizer: Any = None,
+    *,
+    fingerprint: str,
+    folder: str | os.PathLike[str] | None = None,
+    val_fraction: float = 0.1,
+) -> tuple[np.memmap, np.memmap]:
+    """Train and val token files of a corpus, encoded once and reused across runs.
+
+    The corpus *text* is split by characters (first 90% / last 10% by default), then each
+    part is encoded with `tokenizer` (a function str -> ids or an object with `.encode`)
+    into `<folder>/<name>-<fingerprint>-train.bin` and `-val.bin` (see `token_file`).
+    With a character tokenizer this gives the classic split: 1,003,854 train and 111,540
+    val tokens for Tiny Shakespeare. `folder` defaults to `cache_dir() / "tokens"`.
+    """
+    if tokenizer is None:
+        raise TypeError(
+            "prepare_tokens needs a tokenizer: a function str -> ids or an object "
+            "with an .encode method"
+        )
+    corpus = _resolve(name)
+    _check_fraction(val_fraction)
+    folder = Path(folder) if folder is not None else cache_dir() / "tokens"
+    text = load_text(corpus)
+    cut = _split_point(len(text), val_fraction)
+    parts = {"train": text[:cut], "val": text[cut:]}
+    out = []
+    for part, part_text in parts.items():
+        path = folder / f"{corpus.name}-{fingerprint}-{part}.bin"
+        tokens = token_file(part_text, tokenizer, path, fingerprint=fingerprint)
+        if len(tokens) < 2:
+            raise ValueError(
+                f"the {part} part of {corpus.name!r} has {len(tokens)} tokens; "
+                "it needs at least 2 (choose another val_fraction)"
+            )
+        out.append(tokens)
+    return out[0], out[1]
+
+
+# --------------------------------------------------------------------------------------
+# Batches: the same random (x, y) blocks in numpy, PyTorch and tf.data
+# --------------------------------------------------------------------------------------
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _check_rng(rng: Any) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a np.random.Generator, got {type(rng).__name__} {rng!r}; "
+            "pass np.random.default_rng(seed) and keep using that one generator, so that "
+            "each call draws new batches"
+        )
+
+
+def check_batch_args(n_tokens: int, batch_size: int, block_size: int) -> None:
+    """Raise a clear error unless `batch_size` blocks of `block_size` fit in `n_tokens`."""
+    _check_positive_int("batch_size", batch_size)
+    _check_positive_int("block_size", block_size)
+    if block_size >= n_tokens:
+        raise ValueError(
+            f"block_size ({block_size}) must be smaller than the number of tokens in data "
+            f"({n_tokens}): x and y together need block_size + 1 consecutive tokens"
+        )
+
+
+def as_token_array(data: Any) -> np.ndarray:
+    """`data` as a 1-D integer numpy array (a memmap stays a memmap: nothing is copied)."""
+    array = np.asarray(data) if not isinstance(data, np.ndarray) else data
+    if array.ndim != 1:
+        raise ValueError(f"data must be a 1-D array of token ids, got shape {array.shape}")
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"data must hold integer token ids, got dtype {array.dtype}")
+    return array
+
+
+def batch_offsets(
+    n_tokens: int, batch_size: int, block_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Start offsets of `batch_size` random blocks, shape (B,), dtype int64.
+
+    Exactly `rng.integers(0, n_tokens - block_size, size=batch_size)`: uniform over
+    0 .. n_tokens - block_size - 1, the last offset whose y = data[i + 1 : i + 1 + block_size]
+    still fits. `get_batch`, `course.torch.data` and `course.tf.data` all draw their
+    offsets with this one function, which is why they agree batch for batch.
+    """
+    _check_rng(rng)
+    check_batch_args(n_tokens, batch_size, block_size)
+    return rng.integers(0, n_tokens - block_size, size=batch_size, dtype=np.int64)
+
+
+def blocks_at(
+    data: np.ndarray, offsets: np.ndarray, block_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """x = data[i : i + T] and y = data[i + 1 : i + 1 + T] for each offset i: int64 (B, T)."""
+    window = np.asarray(data[offsets[:, None] + np.arange(block_size + 1)], dtype=np.int64)
+    return np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+
+
+def get_batch(
+    data: Any, batch_size: int, block_size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random batch: x (B, T) int64 blocks of `data` and y, the same blocks shifted by one.
+
+    y[b, t] is the token that follows x[b, t]: the target a language model predicts.
+    `rng` is a `np.random.Generator` (np.random.default_rng(seed)) that you keep and pass
+    again: each call draws new offsets, and the same seed gives the same sequence of
+    batches. `data` may be a np.memmap (only the sampled blocks are read).
+    """
+    _check_rng(rng)
+    data = as_token_array(data)
+    offsets = batch_offsets(len(data), batch_size, block_size, rng)
+    return blocks_at(data, offsets, block_size)
