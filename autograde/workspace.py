@@ -28,8 +28,13 @@ TWIN_PATTERN = "[0-9][0-9]_*.py"
 
 
 def assignments(source: Path = SOLUTIONS) -> list[str]:
-    """Assignment names: the folders of ``source`` that hold at least one notebook."""
-    return sorted(p.name for p in source.iterdir() if p.is_dir() and any(p.glob("*.ipynb")))
+    """Assignment names: the folders of ``source`` holding a notebook or a chapter script
+    (``NN_topic/NN_topic.py``, which ``release`` turns into the notebook)."""
+    return sorted(
+        p.name
+        for p in source.iterdir()
+        if p.is_dir() and (any(p.glob("*.ipynb")) or (p / f"{p.name}.py").is_file())
+    )
 
 
 def tool_env(smoke: bool = True) -> dict[str, str]:
