@@ -20,6 +20,21 @@ _SHARED_DATA = REPO.parent / "shared" / "data"
 if _SHARED_DATA.is_dir():
     os.environ.setdefault("COURSE_DATA_DIR", str(_SHARED_DATA))
 
+# The folder holding the real corpus for the tests that need it (read before any test
+# edits the environment), and the mark that skips them, saying why, where it is missing.
+SHARED_DATA_DIR = next(
+    (
+        folder
+        for folder in [Path(os.environ.get("COURSE_DATA_DIR") or _SHARED_DATA), _SHARED_DATA]
+        if (folder / "tinyshakespeare.txt").is_file()
+    ),
+    None,
+)
+needs_shared_corpus = pytest.mark.skipif(
+    SHARED_DATA_DIR is None,
+    reason="no tinyshakespeare.txt in $COURSE_DATA_DIR nor in ../shared/data",
+)
+
 # One pytest process imports TensorFlow and, later, Triton (torch.compile, torch.optim):
 # in that order the process aborts (both bundle LLVM). Load Triton first, once.
 runtime.preload_triton()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import warnings
@@ -17,21 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_DATA_DIR, needs_shared_corpus
 
 from course import data
 from course.data import batch_offsets, get_batch, prepare_tokens, token_file, train_val_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-_SHARED_CANDIDATES = [Path(folder) for folder in (os.environ.get("COURSE_DATA_DIR"),) if folder] + [
-    REPO_ROOT.parent / "shared" / "data"
-]
-SHARED_DATA_DIR = next(
-    (folder for folder in _SHARED_CANDIDATES if (folder / "tinyshakespeare.txt").is_file()), None
-)
-needs_shared_corpus = pytest.mark.skipif(
-    SHARED_DATA_DIR is None,
-    reason="no tinyshakespeare.txt in $COURSE_DATA_DIR nor in ../shared/data",
-)
 needs_torch = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None, reason="torch is not installed"
 )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import os
 import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_DATA_DIR, needs_shared_corpus
 
 from course import data
 from course.data import ChecksumMismatchError, Corpus, DataUnavailableError
@@ -19,17 +19,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_BYTES = 1_115_394  # documented size of the corpus (../shared/data/README.md)
 
-# Read before any test edits the environment: CI sets it to the shared data folder.
-_SHARED_CANDIDATES = [Path(folder) for folder in (os.environ.get("COURSE_DATA_DIR"),) if folder] + [
-    REPO_ROOT.parent / "shared" / "data"
-]
-SHARED_DATA_DIR = next(
-    (folder for folder in _SHARED_CANDIDATES if (folder / "tinyshakespeare.txt").is_file()), None
-)
-needs_shared_corpus = pytest.mark.skipif(
-    SHARED_DATA_DIR is None,
-    reason="no tinyshakespeare.txt in $COURSE_DATA_DIR nor in ../shared/data",
-)
 
 # Bigger than one 64 KiB read, with non-ASCII text to check UTF-8 decoding.
 PAYLOAD = "".join(f"{i}: Wherefore art thou, Römeo? ½ ✓\n" for i in range(6000)).encode()

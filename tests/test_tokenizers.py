@@ -8,12 +8,12 @@ function; the tests below prove each check passes the reference and fails plausi
 from __future__ import annotations
 
 import json
-import os
 import random
 from pathlib import Path
 
 import pytest
 import regex
+from conftest import SHARED_DATA_DIR
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -30,20 +30,13 @@ from course.tokenizers import (
 
 # --- The corpus -------------------------------------------------------------------------------
 
-DATA_DIR = Path(
-    os.environ.get("COURSE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
-
 
 @pytest.fixture(scope="module")
 def shakespeare() -> str:
-    if not (DATA_DIR / "tinyshakespeare.txt").is_file():
-        pytest.skip(
-            f"Tiny Shakespeare not found at {DATA_DIR / 'tinyshakespeare.txt'}: "
-            "set COURSE_DATA_DIR to a folder holding tinyshakespeare.txt"
-        )
+    if SHARED_DATA_DIR is None:
+        pytest.skip("no tinyshakespeare.txt in $COURSE_DATA_DIR nor in ../shared/data")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("COURSE_DATA_DIR", str(DATA_DIR))
+        patch.setenv("COURSE_DATA_DIR", str(SHARED_DATA_DIR))
         return load_text("tinyshakespeare", progress=False)
 
 
