@@ -15,7 +15,6 @@ from conftest import SHARED_DATA_DIR, needs_shared_corpus
 from course import data
 from course.data import ChecksumMismatchError, Corpus, DataUnavailableError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_BYTES = 1_115_394  # documented size of the corpus (../shared/data/README.md)
 
