@@ -519,11 +519,12 @@ def prepare_tokens(
 # --------------------------------------------------------------------------------------
 
 
-def _check_positive_int(name: str, value: Any) -> None:
+def check_int(name: str, value: Any, minimum: int) -> None:
+    """Raise a clear error unless `value` is an int (not a bool) of at least `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_rng(rng: Any) -> None:
@@ -535,10 +536,20 @@ def _check_rng(rng: Any) -> None:
         )
 
 
-def check_batch_args(n_tokens: int, batch_size: int, block_size: int) -> None:
-    """Raise a clear error unless `batch_size` blocks of `block_size` fit in `n_tokens`."""
-    _check_positive_int("batch_size", batch_size)
-    _check_positive_int("block_size", block_size)
+def check_batch_args(
+    n_tokens: int, batch_size: int, block_size: int, *, seed=None, steps=None
+) -> None:
+    """Raise a clear error unless `batch_size` blocks of `block_size` fit in `n_tokens`.
+
+    The pipelines also pass their `seed` (an int >= 0) and `steps` (an int >= 1, or None
+    for an endless stream).
+    """
+    check_int("batch_size", batch_size, 1)
+    check_int("block_size", block_size, 1)
+    if seed is not None:
+        check_int("seed", seed, 0)
+    if steps is not None:
+        check_int("steps", steps, 1)
     if block_size >= n_tokens:
         raise ValueError(
             f"block_size ({block_size}) must be smaller than the number of tokens in data "

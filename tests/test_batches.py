@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +18,6 @@ from conftest import SHARED_DATA_DIR, needs_shared_corpus
 from course import data
 from course.data import batch_offsets, get_batch, prepare_tokens, token_file, train_val_split
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 needs_torch = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None, reason="torch is not installed"
 )
@@ -409,18 +405,3 @@ def test_prepare_tokens_default_folder_is_the_cache(tmp_path, monkeypatch):
     assert (tmp_path / "cache" / "tokens" / "toy-ord-val.bin").is_file()
     with pytest.raises(TypeError, match="tokenizer"):
         prepare_tokens(corpus, fingerprint="ord")
-
-
-# --- import hygiene ------------------------------------------------------------------
-
-
-def test_course_data_imports_no_framework():
-    code = (
-        "import sys, course.data, course.torch, course.tf; "
-        "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]; "
-        "assert not heavy, heavy"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr

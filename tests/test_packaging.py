@@ -382,6 +382,11 @@ CORE_MODULES = (
     "course.checks",
     "course.runtime",
     "course.data",
+    "course.autograd",
+    "course.tokenizers",
+    "course.viz",
+    "course.torch",  # the package itself; course.torch.data imports torch, as it should
+    "course.tf",
     "autograde",
     "autograde.notebooks",
 )

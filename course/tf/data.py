@@ -27,13 +27,6 @@ from course.data import as_token_array, batch_offsets, check_batch_args
 tf = runtime.import_tensorflow()  # never `import tensorflow` directly: see runtime
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
 def make_dataset(
     data: Any,
     batch_size: int,
@@ -49,10 +42,7 @@ def make_dataset(
     """
     tokens_np = as_token_array(data)
     n_tokens = len(tokens_np)
-    check_batch_args(n_tokens, batch_size, block_size)
-    _check_int("seed", seed, 0)
-    if steps is not None:
-        _check_int("steps", steps, 1)
+    check_batch_args(n_tokens, batch_size, block_size, seed=seed, steps=steps)
     batch_size, block_size, seed = int(batch_size), int(block_size), int(seed)
 
     if steps is not None:  # all offsets at once: the pipeline then runs without Python

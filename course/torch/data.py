@@ -26,23 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from course.data import as_token_array, batch_offsets, blocks_at, check_batch_args
-
-
-def _check_steps(steps: Any) -> None:
-    if steps is None:
-        return
-    if isinstance(steps, bool) or not isinstance(steps, int | np.integer):
-        raise TypeError(f"steps must be an int or None (endless), got {type(steps).__name__}")
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1 or None (endless), got {steps}")
-
-
-def _check_seed(seed: Any) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+from course.data import as_token_array, batch_offsets, blocks_at, check_batch_args, check_int
 
 
 class RandomBlocks(IterableDataset):
@@ -63,9 +47,7 @@ class RandomBlocks(IterableDataset):
     ) -> None:
         super().__init__()
         self.data = as_token_array(data)  # a memmap stays one (copied only if pickled)
-        check_batch_args(len(self.data), batch_size, block_size)
-        _check_seed(seed)
-        _check_steps(steps)
+        check_batch_args(len(self.data), batch_size, block_size, seed=seed, steps=steps)
         self.batch_size, self.block_size = int(batch_size), int(block_size)
         self.seed, self.steps = int(seed), steps
 
@@ -102,7 +84,6 @@ def make_loader(
     `num_workers > 0` slices in worker processes and keeps the same batches in the same
     order (see the module docstring). `data` may be a np.memmap.
     """
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+    check_int("num_workers", num_workers, 0)
     dataset = RandomBlocks(data, batch_size, block_size, seed, steps)
     return DataLoader(dataset, batch_size=None, num_workers=num_workers)
