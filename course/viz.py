@@ -1,7 +1,7 @@
 """Pictures for the notebooks: loss curves and computation graphs.
 
 matplotlib only (imported when a function is called), no framework: the graph drawer
-reads any node with ``_parents``, ``_op`` and ``shape``, as ``course.autograd.Tensor`` has.
+draws ``course.autograd`` graphs (any node with ``_parents``, ``_op`` and ``shape``).
 """
 
 from __future__ import annotations
@@ -31,23 +31,16 @@ def graph_layers(root) -> list[list]:
     A node's depth is one more than the deepest of its parents, so every edge points from
     a lower layer to a higher one and the drawing reads left to right like the forward pass.
     """
+    from course.autograd import topological_order  # parents always come before children
+
     depth: dict[int, int] = {}
-    nodes: dict[int, object] = {}
-    stack = [(root, False)]
-    while stack:  # iterative post-order: parents get their depth before children
-        node, parents_done = stack.pop()
-        key = id(node)
-        if key in depth:
-            continue
-        if parents_done:
-            depth[key] = 1 + max((depth[id(p)] for p in node._parents), default=-1)
-            nodes[key] = node
-        else:
-            stack.append((node, True))
-            stack.extend((p, False) for p in node._parents if id(p) not in depth)
-    layers: list[list] = [[] for _ in range(max(depth.values()) + 1)]
-    for key, node in nodes.items():
-        layers[depth[key]].append(node)
+    layers: list[list] = []
+    for node in topological_order(root):
+        d = 1 + max((depth[id(p)] for p in node._parents), default=-1)
+        depth[id(node)] = d
+        if d == len(layers):
+            layers.append([])
+        layers[d].append(node)
     return layers
 
 
