@@ -380,6 +380,7 @@ def test_make_lab_passes_lab_args_and_serves_notebooks():
 CORE_MODULES = (
     "course",
     "course.checks",
+    "course.config",
     "course.runtime",
     "course.data",
     "course.autograd",

@@ -1,7 +1,39 @@
 """The PyTorch side of Twin GPT.
 
-Submodules hold the framework code; the GPT itself arrives in later chapters. Import them
-qualified, never `from course import torch` (that name would shadow torch itself):
+Import it qualified, never `from course import torch` (that name would shadow torch
+itself). The names below load their submodule (and torch) on first use, so importing the
+package alone stays cheap:
 
+    from course.torch import GPT, generate      # the model (chapters 04-05) and sampling
     from course.torch.data import make_loader   # random (x, y) batches as a DataLoader
+    from course.torch.train import train        # the training loop, checkpoints, metrics
 """
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "GPT": "model",
+    "Block": "model",
+    "MLP": "model",
+    "CausalSelfAttention": "model",
+    "KVCache": "model",
+    "causal_mask": "model",
+    "manual_attention": "model",
+    "config_from_hf": "model",
+    "load_hf_state_dict": "model",
+    "generate": "sampling",
+    "sample_next": "sampling",
+    "filter_logits": "sampling",
+    "make_loader": "data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'course.torch' has no attribute {name!r}")
+    module = importlib.import_module(f"course.torch.{_EXPORTS[name]}")
+    return getattr(module, name)
