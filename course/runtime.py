@@ -249,6 +249,29 @@ def import_tensorflow():
     return tf
 
 
+def import_keras():
+    """Import and return Keras 3 on the TensorFlow backend (after `import_tensorflow`).
+
+    The course's Keras code is written for the TensorFlow backend. KERAS_BACKEND is set to
+    "tensorflow" unless it is already set to something else, which is an error.
+    """
+    backend = os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"KERAS_BACKEND is {backend!r}: the course's Keras code needs 'tensorflow'. "
+            "Unset it (or set it to tensorflow) and restart the kernel."
+        )
+    import_tensorflow()
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"Keras was already loaded with the {keras.backend.backend()!r} backend; "
+            "restart the kernel with KERAS_BACKEND=tensorflow"
+        )
+    return keras
+
+
 def _has_cuda_driver() -> bool:
     """Whether an NVIDIA driver is present (without importing torch)."""
     return any(Path(p).exists() for p in ("/dev/nvidiactl", "/proc/driver/nvidia/version"))

@@ -1,8 +1,31 @@
 """The TensorFlow/Keras 3 side of Twin GPT, the mirror of `course.torch`.
 
-Submodules hold the framework code; the Keras GPT arrives in later chapters. Import them
-qualified, never `from course import tf`. Each submodule imports TensorFlow through
-`course.runtime.import_tensorflow()`, which keeps it safe beside Triton:
+Import it qualified, never `from course import tf`. The names below load their submodule
+(and TensorFlow, through `course.runtime.import_keras()`, which keeps it safe beside
+Triton) on first use, so importing the package alone stays cheap:
 
-    from course.tf.data import make_dataset   # random (x, y) batches as a tf.data.Dataset
+    from course.tf import GPT as KerasGPT           # the Keras GPT (chapter 06)
+    from course.tf import torch_to_keras, keras_to_torch   # weights, both ways
+    from course.tf.data import make_dataset         # random (x, y) batches as tf.data
 """
+
+from __future__ import annotations
+
+from course._lazy import lazy_exports
+
+_EXPORTS = {
+    "GPT": "model",
+    "Block": "model",
+    "MLP": "model",
+    "CausalSelfAttention": "model",
+    "causal_mask": "model",
+    "manual_attention": "model",
+    "torch_to_keras": "convert",
+    "keras_to_torch": "convert",
+    "weight_pairs": "convert",
+    "make_dataset": "data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -11,7 +11,7 @@ package alone stays cheap:
 
 from __future__ import annotations
 
-import importlib
+from course._lazy import lazy_exports
 
 _EXPORTS = {
     "GPT": "model",
@@ -32,8 +32,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'course.torch' has no attribute {name!r}")
-    module = importlib.import_module(f"course.torch.{_EXPORTS[name]}")
-    return getattr(module, name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,0 +1,205 @@
+"""The GPT in Keras 3 (TensorFlow backend): the mirror of `course.torch.model`.
+
+Same classes (CausalSelfAttention, MLP, Block, GPT), same config, same sub-layer names
+(wte, wpe, h_N/attn/c_attn, c_proj, ln_1, ln_2, mlp/c_fc, ln_f), so `course.tf.convert`
+moves weights between the two one to one. Idiomatic Keras: sub-layers are created in
+`__init__`, variables appear when a layer is built, and `call` takes `training`.
+Differences from PyTorch a reader should notice: a Dense kernel is (in, out) where an
+nn.Linear weight is (out, in); LayerNormalization's weight is `gamma` and its bias `beta`.
+Shapes: B batch, T tokens, C = n_embd, nh heads of hs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from course import runtime
+from course.config import GPTConfig
+
+keras = runtime.import_keras()  # TensorFlow backend, loaded safely beside Triton
+ops = keras.ops
+
+
+def causal_mask(T: int, S: int):
+    """(T, S) bool, True where query t may look at key s; the queries are the last T of S."""
+    rows = ops.arange(T)[:, None] + (S - T)
+    return ops.arange(S)[None, :] <= rows
+
+
+def manual_attention(q, k, v):
+    """softmax(q kᵀ / √hs + causal mask) v for q (..., T, hs), k and v (..., S, hs)."""
+    T, S, hs = ops.shape(q)[-2], ops.shape(k)[-2], q.shape[-1]
+    scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(hs))  # (..., T, S)
+    scores = ops.where(causal_mask(T, S), scores, float("-inf"))
+    return ops.matmul(ops.softmax(scores, axis=-1), v)  # (..., T, hs)
+
+
+def _dense(units: int, bias: bool, std: float, name: str):
+    return keras.layers.Dense(
+        units,
+        use_bias=bias,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=std),
+        bias_initializer="zeros",
+        name=name,
+    )
+
+
+def _layer_norm(config: GPTConfig, name: str):
+    return keras.layers.LayerNormalization(
+        epsilon=config.layer_norm_eps, center=config.bias, name=name
+    )
+
+
+class CausalSelfAttention(keras.layers.Layer):
+    """Multi-head causal self-attention with one fused q/k/v projection (c_attn)."""
+
+    def __init__(self, config: GPTConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.attn_impl = config.attn_impl
+        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        self.c_attn = _dense(3 * config.n_embd, config.bias, 0.02, "c_attn")
+        self.c_proj = _dense(config.n_embd, config.bias, residual_std, "c_proj")
+        self.resid_dropout = keras.layers.Dropout(config.dropout)
+        if config.attn_impl == "triton":
+            raise NotImplementedError("attn_impl='triton' is PyTorch only; use 'manual' or 'sdpa'")
+
+    def build(self, input_shape) -> None:
+        self.c_attn.build(input_shape)
+        self.c_proj.build(input_shape)
+        self.built = True
+
+    def call(self, x, training=False):
+        B, T = ops.shape(x)[0], ops.shape(x)[1]
+        hs = self.n_embd // self.n_head
+        qkv = self.c_attn(x)  # (B, T, 3C)
+        q, k, v = ops.split(qkv, 3, axis=-1)  # 3 x (B, T, C)
+
+        def heads(t):  # (B, T, C) -> (B, nh, T, hs)
+            return ops.transpose(ops.reshape(t, (B, T, self.n_head, hs)), (0, 2, 1, 3))
+
+        q, k, v = heads(q), heads(k), heads(v)
+        if self.attn_impl == "sdpa":
+            y = ops.dot_product_attention(  # takes (B, T, nh, hs)
+                ops.transpose(q, (0, 2, 1, 3)),
+                ops.transpose(k, (0, 2, 1, 3)),
+                ops.transpose(v, (0, 2, 1, 3)),
+                is_causal=True,
+            )  # (B, T, nh, hs)
+        else:
+            y = ops.transpose(manual_attention(q, k, v), (0, 2, 1, 3))  # (B, T, nh, hs)
+        y = ops.reshape(y, (B, T, self.n_embd))  # heads side by side: (B, T, C)
+        return self.resid_dropout(self.c_proj(y), training=training)
+
+
+class MLP(keras.layers.Layer):
+    """Position-wise feed-forward: C -> 4C -> GELU (tanh approximation) -> C."""
+
+    def __init__(self, config: GPTConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        residual_std = 0.02 / math.sqrt(2 * config.n_layer)
+        self.c_fc = _dense(4 * config.n_embd, config.bias, 0.02, "c_fc")
+        self.c_proj = _dense(config.n_embd, config.bias, residual_std, "c_proj")
+        self.dropout = keras.layers.Dropout(config.dropout)
+
+    def build(self, input_shape) -> None:
+        self.c_fc.build(input_shape)
+        self.c_proj.build((*input_shape[:-1], 4 * input_shape[-1]))
+        self.built = True
+
+    def call(self, x, training=False):
+        h = keras.activations.gelu(self.c_fc(x), approximate=True)
+        return self.dropout(self.c_proj(h), training=training)
+
+
+class Block(keras.layers.Layer):
+    """Pre-LayerNorm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.ln_1 = _layer_norm(config, "ln_1")
+        self.attn = CausalSelfAttention(config, name="attn")
+        self.ln_2 = _layer_norm(config, "ln_2")
+        self.mlp = MLP(config, name="mlp")
+
+    def build(self, input_shape) -> None:
+        for layer in (self.ln_1, self.attn, self.ln_2, self.mlp):
+            layer.build(input_shape)
+        self.built = True
+
+    def call(self, x, training=False):
+        x = x + self.attn(self.ln_1(x), training=training)
+        return x + self.mlp(self.ln_2(x), training=training)
+
+
+class GPT(keras.Model):
+    """Token + learned position embeddings (inside `call`, so they train), n_layer blocks, a
+    final LayerNorm, and logits from the token embedding matrix itself (weight tying)."""
+
+    def __init__(self, config: GPTConfig, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a course.config.GPTConfig, got {type(config)}")
+        self.config = config
+        normal = keras.initializers.RandomNormal(stddev=0.02)
+        self.wte = keras.layers.Embedding(
+            config.vocab_size, config.n_embd, embeddings_initializer=normal, name="wte"
+        )
+        self.wpe = keras.layers.Embedding(
+            config.block_size, config.n_embd, embeddings_initializer=normal, name="wpe"
+        )
+        self.drop = keras.layers.Dropout(config.dropout)
+        self.h = [Block(config, name=f"h_{i}") for i in range(config.n_layer)]
+        self.ln_f = _layer_norm(config, "ln_f")
+        self.build((None, config.block_size))
+
+    def build(self, input_shape) -> None:
+        self.wte.build(input_shape)
+        self.wpe.build((None,))
+        hidden = (*input_shape, self.config.n_embd)
+        for block in self.h:
+            block.build(hidden)
+        self.ln_f.build(hidden)
+        self.built = True
+
+    def call(self, idx, training=False):
+        """idx (B, T) int token ids -> logits (B, T, vocab_size)."""
+        self._check_input(idx)
+        T = ops.shape(idx)[1]
+        x = self.wte(idx) + self.wpe(ops.arange(T))  # (B, T, C)
+        x = self.drop(x, training=training)
+        for block in self.h:
+            x = block(x, training=training)
+        x = self.ln_f(x)  # (B, T, C)
+        return ops.matmul(x, ops.transpose(self.wte.embeddings))  # (B, T, vocab)
+
+    def _check_input(self, idx) -> None:
+        """Clear errors for the usual mistakes. Shape and dtype are checked when traced too;
+        token values only when running eagerly (a traced graph has no values to look at)."""
+        dtype = keras.backend.standardize_dtype(getattr(idx, "dtype", None) or "float32")
+        if "int" not in dtype:
+            raise TypeError(
+                f"idx must hold integer token ids, got dtype {dtype}; tokens are indices "
+                "into the embedding table, not values"
+            )
+        if len(idx.shape) != 2:
+            raise ValueError(f"idx must have shape (B, T), got {tuple(idx.shape)}")
+        T = idx.shape[1]
+        if T is not None and T > self.config.block_size:
+            raise ValueError(
+                f"sequence length {T} exceeds block_size {self.config.block_size}; crop the "
+                f"context to its last {self.config.block_size} tokens"
+            )
+        if runtime.import_tensorflow().executing_eagerly() and T:
+            values = keras.ops.convert_to_numpy(idx)
+            low, high = int(values.min()), int(values.max())
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"token id {bad} is outside the vocabulary 0..{self.config.vocab_size - 1} "
+                    f"(vocab_size {self.config.vocab_size})"
+                )
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(math.prod(w.shape) for w in self.trainable_weights)
+        return n - math.prod(self.wpe.embeddings.shape) if non_embedding else n
