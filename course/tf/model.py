@@ -26,12 +26,24 @@ def causal_mask(T: int, S: int):
     return ops.arange(S)[None, :] <= rows
 
 
-def manual_attention(q, k, v):
-    """softmax(q kᵀ / √hs + causal mask) v for q (..., T, hs), k and v (..., S, hs)."""
+def manual_attention(q, k, v, mask=None):
+    """softmax(q kᵀ / √hs + mask) v for q (..., T, hs), k and v (..., S, hs).
+
+    `mask` (T, S) bool, True where a query may look; by default the causal mask.
+    """
     T, S, hs = ops.shape(q)[-2], ops.shape(k)[-2], q.shape[-1]
+    mask = causal_mask(T, S) if mask is None else mask
     scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * (1.0 / math.sqrt(hs))  # (..., T, S)
-    scores = ops.where(causal_mask(T, S), scores, float("-inf"))
+    scores = ops.where(mask, scores, float("-inf"))
     return ops.matmul(ops.softmax(scores, axis=-1), v)  # (..., T, hs)
+
+
+def cache_mask(T: int, capacity: int, start):
+    """(T, capacity) bool for T new queries at positions start .. start + T - 1 of a cache
+    with room for `capacity` tokens: each sees the keys up to its own position. Slots past
+    it (not yet written) are masked, so the shapes stay static inside tf.function."""
+    rows = ops.arange(T)[:, None] + start
+    return ops.arange(capacity)[None, :] <= rows
 
 
 def _dense(units: int, bias: bool, std: float, name: str):
@@ -69,7 +81,10 @@ class CausalSelfAttention(keras.layers.Layer):
         self.c_proj.build(input_shape)
         self.built = True
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, cache=None, start=None):
+        """x (B, T, C) -> (B, T, C). With `cache` = (k, v), each (B, nh, block, hs), and
+        `start` (tokens already cached), returns (y, (k, v)) with the new tokens written
+        at start .. start + T - 1."""
         B, T = ops.shape(x)[0], ops.shape(x)[1]
         hs = self.n_embd // self.n_head
         qkv = self.c_attn(x)  # (B, T, 3C)
@@ -79,6 +94,13 @@ class CausalSelfAttention(keras.layers.Layer):
             return ops.transpose(ops.reshape(t, (B, T, self.n_head, hs)), (0, 2, 1, 3))
 
         q, k, v = heads(q), heads(k), heads(v)
+        if cache is not None:
+            k = ops.slice_update(cache[0], (0, 0, start, 0), k)  # (B, nh, block, hs)
+            v = ops.slice_update(cache[1], (0, 0, start, 0), v)
+            mask = cache_mask(T, ops.shape(k)[2], start)
+            y = ops.transpose(manual_attention(q, k, v, mask), (0, 2, 1, 3))  # (B, T, nh, hs)
+            y = ops.reshape(y, (B, T, self.n_embd))
+            return self.resid_dropout(self.c_proj(y), training=training), (k, v)
         if self.attn_impl == "sdpa":
             y = ops.dot_product_attention(  # takes (B, T, nh, hs)
                 ops.transpose(q, (0, 2, 1, 3)),
@@ -127,9 +149,13 @@ class Block(keras.layers.Layer):
             layer.build(input_shape)
         self.built = True
 
-    def call(self, x, training=False):
-        x = x + self.attn(self.ln_1(x), training=training)
-        return x + self.mlp(self.ln_2(x), training=training)
+    def call(self, x, training=False, cache=None, start=None):
+        if cache is None:
+            x = x + self.attn(self.ln_1(x), training=training)
+            return x + self.mlp(self.ln_2(x), training=training)
+        a, cache = self.attn(self.ln_1(x), training=training, cache=cache, start=start)
+        x = x + a
+        return x + self.mlp(self.ln_2(x), training=training), cache
 
 
 class GPT(keras.Model):
@@ -162,16 +188,34 @@ class GPT(keras.Model):
         self.ln_f.build(hidden)
         self.built = True
 
-    def call(self, idx, training=False):
-        """idx (B, T) int token ids -> logits (B, T, vocab_size)."""
+    def call(self, idx, training=False, cache=None, start=None):
+        """idx (B, T) int token ids -> logits (B, T, vocab_size).
+
+        With `cache` (from `new_cache`) and `start` (how many tokens it holds), idx holds
+        only the new tokens; returns (logits, updated cache). Shapes never depend on
+        `start`, so one traced tf.function serves every decoding step.
+        """
         self._check_input(idx)
         T = ops.shape(idx)[1]
-        x = self.wte(idx) + self.wpe(ops.arange(T))  # (B, T, C)
+        first = 0 if cache is None else start
+        x = self.wte(idx) + self.wpe(ops.arange(T) + first)  # (B, T, C)
         x = self.drop(x, training=training)
-        for block in self.h:
-            x = block(x, training=training)
+        new_cache = []
+        for i, block in enumerate(self.h):
+            if cache is None:
+                x = block(x, training=training)
+            else:
+                layer_cache = (cache[i, 0], cache[i, 1])
+                x, layer_cache = block(x, training=training, cache=layer_cache, start=start)
+                new_cache.append(ops.stack(layer_cache))
         x = self.ln_f(x)  # (B, T, C)
-        return ops.matmul(x, ops.transpose(self.wte.embeddings))  # (B, T, vocab)
+        logits = ops.matmul(x, ops.transpose(self.wte.embeddings))  # (B, T, vocab)
+        return logits if cache is None else (logits, ops.stack(new_cache))
+
+    def new_cache(self, batch_size: int):
+        """Zeros for every layer's keys and values: (n_layer, 2, B, nh, block_size, hs)."""
+        c = self.config
+        return ops.zeros((c.n_layer, 2, batch_size, c.n_head, c.block_size, c.head_size))
 
     def _check_input(self, idx) -> None:
         """Clear errors for the usual mistakes. Shape and dtype are checked when traced too;
