@@ -17,7 +17,16 @@ from course import runtime
 from course.config import GPTConfig
 
 keras = runtime.import_keras()  # TensorFlow backend, loaded safely beside Triton
+tf = runtime.import_tensorflow()
 ops = keras.ops
+
+
+def lm_loss(targets, logits):
+    """Mean cross-entropy of logits (B, T, V) against targets (B, T) token ids."""
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(targets, tf.int32), logits=logits
+    )
+    return tf.reduce_mean(losses)
 
 
 def causal_mask(T: int, S: int):
@@ -211,6 +220,36 @@ class GPT(keras.Model):
         x = self.ln_f(x)  # (B, T, C)
         logits = ops.matmul(x, ops.transpose(self.wte.embeddings))  # (B, T, vocab)
         return logits if cache is None else (logits, ops.stack(new_cache))
+
+    # Keras' training idiom: `fit` calls train_step on each batch (inside a tf.function,
+    # XLA-compiled with compile(jit_compile=True)); `evaluate` calls test_step.
+
+    def train_step(self, data):
+        """One optimizer step. x, y are (B, T), or (accum, B, T) to accumulate gradients
+        over `accum` micro-batches (their mean, as one batch of accum x B would give)."""
+        x, y = data
+        if len(x.shape) == 2:
+            x, y = x[None], y[None]
+        n = x.shape[0]
+        total, gradients = 0.0, None
+        for i in range(n):  # unrolled when traced: n is a static shape
+            with tf.GradientTape() as tape:
+                loss = lm_loss(y[i], self(x[i], training=True))
+            grads = tape.gradient(loss, self.trainable_variables)
+            grads = [tf.convert_to_tensor(g) for g in grads]  # embeddings give IndexedSlices
+            gradients = (
+                grads
+                if gradients is None
+                else [a + b for a, b in zip(gradients, grads, strict=True)]
+            )
+            total += loss
+        gradients = [g / n for g in gradients] if n > 1 else gradients
+        self.optimizer.apply(gradients, self.trainable_variables)  # clips, decays, steps
+        return {"loss": total / n}
+
+    def test_step(self, data):
+        x, y = data
+        return {"loss": lm_loss(y, self(x, training=False))}
 
     def new_cache(self, batch_size: int):
         """Zeros for every layer's keys and values: (n_layer, 2, B, nh, block_size, hs)."""

@@ -1,0 +1,417 @@
+"""Train the Keras GPT the Keras way: `compile` + `fit`, with callbacks doing the rest.
+
+    from course.config import get_preset
+    from course.tf.train import train, load_model
+    result = train(get_preset("shakespeare-char-cpu"), "out/keras")
+    model, tokenizer = load_model("out/keras")        # for course.tf.generate
+
+The recipe is the PyTorch trainer's (course.torch.train), expressed in Keras:
+
+- the learning rate is a `LearningRateSchedule` computing `course.config.lr_at` in
+  TensorFlow ops (the optimizer evaluates it at its own step counter);
+- AdamW decays matrices only (`exclude_from_weight_decay` for the 1-D weights) and
+  clips the global gradient norm (`global_clipnorm`);
+- with `grad_accum` > 1 each element of the dataset is a stack of micro-batches
+  (accum, B, T), and `GPT.train_step` averages their gradients before one update;
+- `GPT.train_step` runs inside a tf.function, XLA-compiled (`jit_compile=True`) unless
+  `jit_compile=False`; `run_eagerly=True` runs it line by line for debugging;
+- the batches are chapter 03's `make_dataset`: identical to the PyTorch trainer's;
+- a callback logs metrics (metrics.jsonl, metrics.csv, TensorBoard under tb/), evaluates
+  and writes the checkpoint: ckpt/ with model.weights.h5, optimizer.npz and state.json,
+  replaced as a whole, so a run killed while saving keeps the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from course import runtime
+from course.config import GPTConfig, Preset, TrainConfig, lr_at
+from course.data import get_batch
+from course.runs import (
+    METRICS,
+    EventLog,
+    check_tokens,
+    eval_seed,
+    peak_rss_mb,
+    shakespeare_splits,
+    tokenizer_from_state,
+    tokenizer_state,
+    write_json,
+)
+from course.tf.data import make_dataset
+from course.tf.model import GPT, lm_loss
+
+keras = runtime.import_keras()
+tf = runtime.import_tensorflow()
+
+CHECKPOINT = "ckpt"  # a folder: model.weights.h5, optimizer.npz, state.json
+_OLD, _NEW = ".ckpt-old", ".ckpt-new"
+
+# --------------------------------------------------------------------------------------
+# Schedule and optimizer
+# --------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="course")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """`course.config.lr_at` in TensorFlow ops: linear warm-up, cosine, then flat."""
+
+    def __init__(self, learning_rate, min_lr, warmup_iters, lr_decay_iters) -> None:
+        self.learning_rate, self.min_lr = float(learning_rate), float(min_lr)
+        self.warmup_iters, self.lr_decay_iters = int(warmup_iters), int(lr_decay_iters)
+
+    @classmethod
+    def from_train_config(cls, train_cfg: TrainConfig) -> WarmupCosine:
+        t = train_cfg
+        return cls(t.learning_rate, t.min_lr, t.warmup_iters, t.lr_decay_iters)
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float64)
+        peak, low = self.learning_rate, tf.constant(self.min_lr, tf.float64)
+        warm = peak * (step + 1.0) / max(self.warmup_iters, 1)
+        span = max(self.lr_decay_iters - self.warmup_iters, 1)
+        progress = tf.clip_by_value((step - self.warmup_iters) / span, 0.0, 1.0)
+        cosine = low + 0.5 * (1.0 + tf.cos(math.pi * progress)) * (peak - low)
+        if self.lr_decay_iters <= self.warmup_iters:  # no room to decay (lr_at agrees)
+            cosine = low
+        lr = tf.where(step < self.warmup_iters, warm, cosine)
+        lr = tf.where(step >= max(self.lr_decay_iters, self.warmup_iters), low, lr)
+        return tf.cast(lr, tf.float32)
+
+    def get_config(self) -> dict:
+        return {
+            "learning_rate": self.learning_rate,
+            "min_lr": self.min_lr,
+            "warmup_iters": self.warmup_iters,
+            "lr_decay_iters": self.lr_decay_iters,
+        }
+
+
+def configure_optimizer(model: GPT, train_cfg: TrainConfig) -> keras.optimizers.AdamW:
+    """AdamW as in the PyTorch trainer: decay on matrices only, global-norm clipping."""
+    t = train_cfg
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=WarmupCosine.from_train_config(t),
+        weight_decay=t.weight_decay,
+        beta_1=t.beta1,
+        beta_2=t.beta2,
+        epsilon=1e-8,  # PyTorch's default (Keras' is 1e-7)
+        global_clipnorm=t.grad_clip if t.grad_clip > 0 else None,
+    )
+    vectors = [v for v in model.trainable_variables if len(v.shape) < 2]
+    optimizer.exclude_from_weight_decay(var_list=vectors)  # LayerNorm gains, biases
+    return optimizer
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation and checkpoints
+# --------------------------------------------------------------------------------------
+
+
+def estimate_loss(
+    model: GPT,
+    splits: dict[str, np.ndarray],
+    batch_size: int,
+    block_size: int,
+    eval_iters: int,
+    seed: int,
+) -> dict[str, float]:
+    """Mean loss over `eval_iters` batches per split, drawn exactly as the PyTorch
+    trainer draws them (np.random.default_rng(seed)), in inference mode."""
+    rng = np.random.default_rng(seed)
+    loss_of = model.__dict__.get("_eval_loss")
+    if loss_of is None:  # one traced function per model, reused at every evaluation
+        spec = tf.TensorSpec((batch_size, block_size), tf.int64)
+        loss_of = tf.function(
+            lambda x, y: lm_loss(y, model(x, training=False)), input_signature=[spec, spec]
+        )
+        model.__dict__["_eval_loss"] = loss_of
+    out = {}
+    for name, data in splits.items():
+        losses = [float(loss_of(*get_batch(data, batch_size, block_size, rng))) for _ in
+                  range(eval_iters)]  # fmt: skip
+        out[name] = float(np.mean(losses))
+    return out
+
+
+def save_checkpoint(out_dir: str | os.PathLike[str], model: GPT, optimizer, **state) -> Path:
+    """Write out_dir/ckpt/ (weights, optimizer variables, state.json) as a whole.
+
+    The new checkpoint is written to a side folder and swapped in by renames; if the
+    process dies before the swap, the previous ckpt/ is untouched, and `load_checkpoint`
+    also finds it if the process dies between the two renames.
+    """
+    out = Path(out_dir)
+    new, final, old = out / _NEW, out / CHECKPOINT, out / _OLD
+    shutil.rmtree(new, ignore_errors=True)
+    new.mkdir(parents=True)
+    model.save_weights(str(new / "model.weights.h5"))
+    arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
+    np.savez(new / "optimizer.npz", **arrays)
+    (new / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+    for path in new.iterdir():  # everything on disk before the swap
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _checkpoint_dir(out_dir: str | os.PathLike[str]) -> Path:
+    out = Path(out_dir)
+    if out.name == CHECKPOINT and (out / "state.json").exists():
+        return out
+    for candidate in (out / CHECKPOINT, out / _OLD):  # _OLD: died between the renames
+        if (candidate / "state.json").is_file():
+            return candidate
+    raise FileNotFoundError(f"no Keras checkpoint in {out} (expected {out / CHECKPOINT})")
+
+
+def load_checkpoint(out_dir: str | os.PathLike[str]) -> tuple[dict, Path]:
+    """state.json of the checkpoint in out_dir (and its folder), with clear errors."""
+    folder = _checkpoint_dir(out_dir)
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"checkpoint {folder} is corrupt (state.json: {err})") from None
+    missing = [k for k in ("step", "model_config", "train_config") if k not in state]
+    if missing:
+        raise ValueError(f"checkpoint {folder} is missing {missing}: not a training checkpoint")
+    return state, folder
+
+
+def _restore(folder: Path, model: GPT, optimizer) -> None:
+    try:
+        with warnings.catch_warnings():  # the optimizer is restored below, not by Keras
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            model.load_weights(str(folder / "model.weights.h5"))
+        with np.load(folder / "optimizer.npz", allow_pickle=False) as saved:
+            arrays = [saved[key] for key in sorted(saved.files)]
+    except Exception as err:  # h5py and numpy raise many kinds for a damaged file
+        raise ValueError(f"checkpoint {folder} is corrupt: {err}") from None
+    optimizer.build(model.trainable_variables)
+    if len(arrays) != len(optimizer.variables):
+        raise ValueError(
+            f"checkpoint {folder} holds {len(arrays)} optimizer variables, this optimizer has "
+            f"{len(optimizer.variables)} (was grad_accum changed?)"
+        )
+    for variable, value in zip(optimizer.variables, arrays, strict=True):
+        variable.assign(value)
+
+
+def load_model(out_dir: str | os.PathLike[str]):
+    """The trained Keras GPT in out_dir/ckpt and its tokenizer (or None)."""
+    state, folder = load_checkpoint(out_dir)
+    model = GPT(GPTConfig.from_dict(state["model_config"]))
+    try:
+        model.load_weights(str(folder / "model.weights.h5"))
+    except Exception as err:
+        raise ValueError(f"checkpoint {folder} is corrupt: {err}") from None
+    return model, tokenizer_from_state(state.get("tokenizer"))
+
+
+# --------------------------------------------------------------------------------------
+# The run: fit and one callback
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    model: GPT
+    optimizer: Any
+    metrics: dict[str, Any]  # what metrics.json holds
+    history: list[dict[str, Any]] = field(default_factory=list)  # every logged event
+
+
+class _Run(keras.callbacks.Callback):
+    """Counts steps, logs every log_interval, evaluates and checkpoints every
+    eval_interval and at the end, and keeps the step times (evaluation excluded)."""
+
+    def __init__(self, run: dict) -> None:
+        super().__init__()
+        self.run = run
+        self.step = run["start"]
+        self.step_times: list[float] = []
+        self._logged_at = 0
+        self._tick = 0.0
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        self._tick = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        run, t = self.run, self.run["train_cfg"]
+        # reading the loss waits for the step to finish: the time includes all of it
+        loss = float(logs["loss"]) if logs and "loss" in logs else math.nan
+        self.step_times.append(time.perf_counter() - self._tick)
+        self.step += 1
+        run["bar"].update(1)
+        if self.step % t.log_interval == 0:
+            ms = 1000 * float(np.mean(self.step_times[self._logged_at :]))
+            self._logged_at = len(self.step_times)
+            lr = lr_at(self.step - 1, t)  # the rate this step used, as the schedule computes it
+            tokens = t.batch_size * t.grad_accum * run["block_size"]
+            run["log"].record(
+                {"event": "train", "iter": self.step, "loss": loss, "lr": lr,
+                 "ms_per_iter": ms, "tokens_per_sec": tokens / (ms / 1000)}
+            )  # fmt: skip
+            run["bar"].set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            with run["tensorboard"].as_default(step=self.step):
+                tf.summary.scalar("train/loss", loss)
+                tf.summary.scalar("train/lr", lr)
+        if self.step % t.eval_interval == 0 or self.step == t.max_iters:
+            run["evaluate"](self.step)
+
+
+def _write_csv(path: Path, history: list[dict]) -> None:
+    columns = ["event", "iter", "loss", "lr", "ms_per_iter", "tokens_per_sec", "train_loss",
+               "val_loss"]  # fmt: skip
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def train(
+    preset: Preset,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
+    tokenizer=None,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+    model: GPT | None = None,
+    jit_compile: bool = True,
+    run_eagerly: bool = False,
+) -> TrainResult:
+    """Train the Keras GPT with `preset`; the arguments are the PyTorch trainer's, plus
+    `jit_compile` (XLA) and `run_eagerly` (no tf.function at all: slow, debuggable)."""
+    from tqdm.auto import tqdm
+
+    mcfg, tcfg = preset.model, preset.train
+    out = Path(out_dir) if out_dir is not None else None
+    if resume and out is None:
+        raise ValueError("resume=True needs the out_dir that holds the checkpoint")
+    state, folder = load_checkpoint(out) if resume else (None, None)
+    if state is not None and state["model_config"] != mcfg.to_dict():
+        raise ValueError(
+            f"the checkpoint's model {state['model_config']} differs from the preset's "
+            f"{mcfg.to_dict()}: resume with the settings it was trained with"
+        )
+    if state is not None and tokenizer is None:
+        tokenizer = tokenizer_from_state(state.get("tokenizer"))
+    if tcfg.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(tcfg.threads)
+    if data is None:
+        *data, tokenizer = shakespeare_splits(tcfg, mcfg.vocab_size, tokenizer, progress)
+    splits = {
+        name: check_tokens(name, tokens, mcfg.vocab_size, mcfg.block_size)
+        for name, tokens in zip(("train", "val"), data[:2], strict=True)
+    }
+
+    runtime.seed_everything(tcfg.seed)
+    if model is None:
+        model = GPT(mcfg)
+    elif model.config != mcfg:
+        raise ValueError(f"model.config {model.config} differs from the preset's {mcfg}")
+    optimizer = configure_optimizer(model, tcfg)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile and not run_eagerly,
+                  run_eagerly=run_eagerly)  # fmt: skip
+    start, best_val = 0, math.inf
+    if state is not None:
+        _restore(folder, model, optimizer)
+        start, best_val = state["step"], state.get("best_val_loss") or math.inf
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    log = EventLog(out, start if state is not None else None, callback)
+    tensorboard = (
+        tf.summary.create_file_writer(str(out / "tb")) if out else tf.summary.create_noop_writer()
+    )
+    losses = {"train": math.nan, "val": math.nan}
+
+    def evaluate(step: int) -> None:
+        nonlocal losses, best_val
+        args = (tcfg.batch_size, mcfg.block_size, tcfg.eval_iters, eval_seed(tcfg.seed, step))
+        losses = estimate_loss(model, splits, *args)
+        best_val = min(best_val, losses["val"])
+        log.record({"event": "eval", "iter": step, "train_loss": losses["train"],
+                    "val_loss": losses["val"]})  # fmt: skip
+        with tensorboard.as_default(step=step):
+            tf.summary.scalar("eval/train_loss", losses["train"])
+            tf.summary.scalar("eval/val_loss", losses["val"])
+        if out is not None:
+            save_checkpoint(
+                out, model, optimizer, step=step, model_config=mcfg.to_dict(),
+                train_config=tcfg.to_dict(), preset=preset.name,
+                tokenizer=tokenizer_state(tokenizer), best_val_loss=best_val,
+            )  # fmt: skip
+
+    bar = tqdm(total=tcfg.max_iters, initial=start, disable=not progress, desc=preset.name)
+    run = {"train_cfg": tcfg, "block_size": mcfg.block_size, "log": log, "bar": bar,
+           "evaluate": evaluate, "tensorboard": tensorboard, "start": start}  # fmt: skip
+    counter = _Run(run)
+    started = time.perf_counter()
+    try:
+        if start == 0:
+            evaluate(0)  # the loss before training: about ln(vocab_size)
+        remaining = tcfg.max_iters - start
+        if remaining > 0:
+            # the PyTorch trainer's batch stream, from the first batch not yet used
+            batches = make_dataset(splits["train"], tcfg.batch_size, mcfg.block_size,
+                                   tcfg.seed, steps=tcfg.max_iters * tcfg.grad_accum)  # fmt: skip
+            batches = batches.skip(start * tcfg.grad_accum)
+            if tcfg.grad_accum > 1:  # (accum, B, T): one element per optimizer step
+                batches = batches.batch(tcfg.grad_accum, drop_remainder=True)
+            model.fit(batches, epochs=1, steps_per_epoch=remaining, callbacks=[counter],
+                      verbose=0, shuffle=False)  # fmt: skip
+        elif start > 0:
+            evaluate(start)  # resumed at or past max_iters: report once more
+    finally:
+        bar.close()
+        log.close()
+        tensorboard.close()
+
+    timed = counter.step_times[1:] or counter.step_times  # the first step traces/compiles
+    ms_per_iter = 1000 * float(np.mean(timed)) if timed else math.nan
+    tokens_per_step = tcfg.batch_size * tcfg.grad_accum * mcfg.block_size
+    metrics = {
+        "framework": "tf",
+        "preset": preset.name,
+        "iters": counter.step,
+        "resumed_from": start if state is not None else None,
+        "train_loss": losses["train"],
+        "val_loss": losses["val"],
+        "best_val_loss": best_val,
+        "tokens_per_sec": tokens_per_step / (ms_per_iter / 1000),
+        "ms_per_iter": ms_per_iter,
+        "first_iter_seconds": counter.step_times[0] if counter.step_times else math.nan,
+        "peak_rss_mb": peak_rss_mb(),
+        "seconds": time.perf_counter() - started,
+        "n_params": model.num_params(),
+        "jit_compile": bool(jit_compile and not run_eagerly),
+        "run_eagerly": run_eagerly,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        "model_config": mcfg.to_dict(),
+        "train_config": tcfg.to_dict(),
+    }
+    if out is not None:
+        write_json(out / METRICS, metrics)
+        _write_csv(out / "metrics.csv", log.history)
+    return TrainResult(model=model, optimizer=optimizer, metrics=metrics, history=log.history)
