@@ -214,18 +214,23 @@ def preload_triton() -> bool:
     TensorFlow and Triton each bundle LLVM. If TensorFlow loads first, the first thing that
     loads Triton later (``torch.compile``, even ``torch.optim``'s first step through
     ``torch._dynamo``) aborts the whole process: "LLVM ERROR: Option ... registered more
-    than once". Loaded the other way round they coexist. Without a GPU driver, Triton is set
-    to run kernels in its interpreter (``TRITON_INTERPRET=1``), as the course does on CPU.
+    than once". Loaded the other way round they coexist. `course.torch` and
+    `import_tensorflow` call this first. If TensorFlow is already loaded, Triton is blocked
+    for this process instead (importing it raises ImportError, which PyTorch handles), with
+    a warning: PyTorch still works, without Triton kernels. Without a GPU driver, Triton is
+    set to run kernels in its interpreter (``TRITON_INTERPRET=1``), as the course does on CPU.
     """
-    if "triton" in sys.modules:
+    if sys.modules.get("triton") is not None:
         return True
-    if importlib.util.find_spec("triton") is None:
-        return False
+    if "triton" in sys.modules or importlib.util.find_spec("triton") is None:
+        return False  # blocked earlier, or not installed
     if "tensorflow" in sys.modules:
+        sys.modules["triton"] = None  # `import triton` now raises ImportError: no abort
         warnings.warn(
-            "TensorFlow was imported before Triton: loading Triton now (torch.compile, "
-            "torch.optim) would abort this process. Restart the kernel and call "
-            "course.runtime.import_tensorflow() before anything else imports TensorFlow.",
+            "TensorFlow was imported before Triton, so Triton is disabled in this process "
+            "(loading it now would abort it): PyTorch works, but without Triton kernels. "
+            "To have both, restart the kernel and import course.torch or "
+            "course.runtime.import_tensorflow() before anything imports TensorFlow.",
             RuntimeWarning,
             stacklevel=2,
         )

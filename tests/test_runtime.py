@@ -264,7 +264,8 @@ def test_preload_triton_warns_when_tensorflow_came_first():
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    loaded = runtime.preload_triton()\n"
-        "print(loaded, 'triton' in sys.modules, [str(w.message)[:40] for w in caught])\n"
+        "loaded_now = sys.modules.get('triton') is not None\n"
+        "print(loaded, loaded_now, [str(w.message)[:40] for w in caught])\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=300

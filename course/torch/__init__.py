@@ -11,7 +11,11 @@ package alone stays cheap:
 
 from __future__ import annotations
 
+from course import runtime
 from course._lazy import lazy_exports
+
+# Before torch: with Triton loaded first, a later TensorFlow import cannot abort the process.
+runtime.preload_triton()
 
 _EXPORTS = {
     "GPT": "model",
@@ -27,6 +31,12 @@ _EXPORTS = {
     "sample_next": "sampling",
     "filter_logits": "sampling",
     "make_loader": "data",
+    # `train` itself is imported from course.torch.train: a package attribute named
+    # `train` would be shadowed by the submodule of the same name.
+    "configure_optimizer": "train",
+    "save_checkpoint": "train",
+    "load_checkpoint": "train",
+    "load_model": "train",
 }
 
 __all__ = sorted(_EXPORTS)
