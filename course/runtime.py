@@ -245,12 +245,19 @@ def preload_triton() -> bool:
 def import_tensorflow():
     """Import and return TensorFlow, safely beside PyTorch and Triton (`preload_triton`).
 
-    Also keeps TensorFlow's C++ start-up messages quiet.
+    Also keeps TensorFlow's C++ start-up messages quiet, and on a GPU turns on memory
+    growth: by default TensorFlow reserves almost all GPU memory at its first op, leaving
+    none for PyTorch in the same process (or for a second notebook).
     """
     preload_triton()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # the GPU is already initialised: too late, and already set
+            pass
     return tf
 
 
