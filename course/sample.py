@@ -1,0 +1,74 @@
+"""Sample text from a trained GPT's checkpoint.
+
+    python -m course.sample --out out/shakespeare --prompt "ROMEO:" --max-new-tokens 300
+    python -m course.sample --out out/shakespeare --temperature 0 --no-cache
+
+Prints the prompt followed by the sampled text (and nothing else) on stdout, so the
+output can be piped; what was loaded is reported on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m course.sample", description="Sample text from out/ckpt.pt."
+    )
+    parser.add_argument("--out", required=True, help="the folder `python -m course.train` wrote")
+    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = always the likeliest")
+    parser.add_argument("--top-k", type=int, default=None, help="keep the k likeliest tokens")
+    parser.add_argument("--top-p", type=float, default=None, help="keep the top-p of the mass")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-cache", action="store_true", help="no KV cache (slower, same text)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if not args.prompt:
+        parser.error("--prompt must not be empty: the model needs at least one token")
+
+    import torch
+
+    from course.torch.sampling import generate
+    from course.torch.train import load_model
+
+    try:
+        model, tokenizer = load_model(args.out)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(f"cannot load a model from --out {args.out}: {err}")
+    if tokenizer is None:
+        parser.error(f"the checkpoint in {args.out} has no tokenizer: its text cannot be decoded")
+    try:
+        prompt = tokenizer.encode(args.prompt)
+    except ValueError as err:
+        parser.error(f"--prompt {args.prompt!r}: {err}")
+    print(f"loaded {args.out} ({model.num_params():,} parameters)", file=sys.stderr)
+    idx = torch.tensor([prompt], dtype=torch.long)  # (1, T)
+    try:
+        out = generate(
+            model,
+            idx,
+            args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            use_cache=not args.no_cache,
+            seed=args.seed,
+        )
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    print(tokenizer.decode(out[0].tolist()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""Train the PyTorch GPT: an explicit loop, checkpoints that resume exactly, and metrics.
+
+    from course.config import get_preset
+    from course.torch.train import train, load_model
+    result = train(get_preset("shakespeare-char-cpu"), "out/shakespeare")
+    model, tokenizer = load_model("out/shakespeare")        # for course.torch.generate
+
+One optimizer step: set the learning rate (`lr_at`, shared with the Keras side), run
+`grad_accum` micro-batches forward and backward (each loss divided by grad_accum, so the
+gradients add up to the gradient of the mean), clip the global gradient norm, step AdamW.
+Every `log_interval` steps an event {"event": "train", "iter", "loss", "lr", "ms_per_iter",
+"tokens_per_sec"} is logged; every `eval_interval` steps, before the first and after the
+last, {"event": "eval", "iter", "train_loss", "val_loss"} is, and a checkpoint written.
+"iter" counts the steps done: a train event's loss and lr are those of step iter - 1
+(0-based, as `lr_at` counts), an eval event measures the weights after `iter` steps.
+
+A checkpoint holds everything the run depends on: weights, optimizer moments, the step,
+both configs, the torch RNG state and the numpy batch generator's state. Resuming from
+one therefore continues the very same run: the same batches, the same losses, bit for bit
+(same machine, same thread count). Files are written atomically (a temporary file, then a
+rename), so a run killed while saving leaves the previous checkpoint intact, and they are
+read with `torch.load(weights_only=True)`, which never runs code stored in a file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from course.config import GPTConfig, Preset, TrainConfig, lr_at
+from course.data import get_batch
+from course.runs import (
+    METRICS,
+    EventLog,
+    check_tokens,
+    eval_seed,
+    peak_rss_mb,
+    replace_atomically,
+    shakespeare_splits,
+    tokenizer_from_state,
+    tokenizer_state,
+    write_json,
+)
+from course.runtime import _usable_cpus, pick_device, seed_everything
+from course.tokenizers import CharTokenizer
+from course.torch.model import GPT
+
+CHECKPOINT = "ckpt.pt"
+REQUIRED_KEYS = (
+    "model", "optimizer", "step", "model_config", "train_config", "preset",
+    "torch_rng", "numpy_rng", "tokenizer", "best_val_loss",
+)  # fmt: skip
+
+# --------------------------------------------------------------------------------------
+# Optimizer and evaluation
+# --------------------------------------------------------------------------------------
+
+
+def configure_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with two groups: matrices (dim >= 2: Linear weights, embeddings) decay,
+    vectors (biases, LayerNorm weights) do not: shrinking a gain or a shift towards 0
+    is not regularisation, it just fights the normalisation.
+
+    The fused implementation (one kernel for every parameter) is the fastest here: about
+    10% faster per step than `foreach` on 2 CPU cores and 40% faster than a Python loop
+    over parameters. Where it is not available, `foreach` is used.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]  # the tied head counts once
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": train_cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    kwargs = dict(lr=train_cfg.learning_rate, betas=(train_cfg.beta1, train_cfg.beta2))
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def _to_tensors(x: np.ndarray, y: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    # No copy on the CPU: the tensors share the numpy arrays' memory.
+    return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+
+
+@torch.no_grad()
+def estimate_loss(
+    model: torch.nn.Module,
+    splits: dict[str, np.ndarray],
+    batch_size: int,
+    block_size: int,
+    eval_iters: int,
+    seed: int,
+) -> dict[str, float]:
+    """The mean loss over `eval_iters` random batches of each split, in eval mode.
+
+    The batches come from their own generator, np.random.default_rng(seed), so evaluating
+    never moves the training batch stream. The model's train/eval mode is restored.
+    """
+    device = next(model.parameters()).device.type
+    was_training = model.training
+    model.eval()
+    try:
+        rng = np.random.default_rng(seed)
+        out = {}
+        for name, data in splits.items():
+            total = torch.zeros((), device=device)
+            for _ in range(eval_iters):
+                x, y = _to_tensors(*get_batch(data, batch_size, block_size, rng), device)
+                total += model(x, y)[1]
+            out[name] = total.item() / eval_iters
+        return out
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints: written atomically (course.runs), read without running code
+# --------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | os.PathLike[str], **state: Any) -> None:
+    """torch.save(state) to `path`, atomically. Store tensors, numbers, strings, lists
+    and dicts only: `load_checkpoint` refuses anything else."""
+    replace_atomically(Path(path), lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by `save_checkpoint` (tensors mapped to the CPU).
+
+    Uses torch.load(weights_only=True): a file holding pickled Python objects is refused
+    without running any of their code. Raises FileNotFoundError if there is no file, and
+    ValueError if it is damaged, not a checkpoint, or lacks one of REQUIRED_KEYS.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"checkpoint {path} is corrupt or not a checkpoint (not a torch zip file)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged archive
+        if "GLOBAL" in str(err):
+            raise ValueError(
+                f"checkpoint {path} holds pickled Python objects, which could run code when "
+                "loaded; it was not loaded (save only tensors, numbers, strings, lists, dicts)"
+            ) from None
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a checkpoint: {first_line}"
+        ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of state")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"checkpoint {path} is missing {missing}: not a training checkpoint")
+    return state
+
+
+def _checkpoint_path(out_dir: str | os.PathLike[str]) -> Path:
+    path = Path(out_dir)
+    return path if path.is_file() else path / CHECKPOINT
+
+
+def load_model(out_dir: str | os.PathLike[str]) -> tuple[GPT, CharTokenizer | None]:
+    """The trained GPT in out_dir/ckpt.pt (CPU, eval mode) and its tokenizer: a
+    CharTokenizer, a BPETokenizer for tokenizer="bpe" runs, or None if `train` was given
+    token arrays without a tokenizer. `out_dir` may also be the checkpoint file itself."""
+    state = load_checkpoint(_checkpoint_path(out_dir))
+    model = GPT(GPTConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), tokenizer_from_state(state["tokenizer"])
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    model: GPT  # the trained model (the original module, never the torch.compile wrapper)
+    optimizer: torch.optim.Optimizer
+    metrics: dict[str, Any]  # what metrics.json holds
+    history: list[dict[str, Any]] = field(default_factory=list)  # every logged event
+
+
+def train_step(forward, optimizer, next_batch, lr: float, train_cfg: TrainConfig) -> torch.Tensor:
+    """One optimizer step over `grad_accum` micro-batches from next_batch() -> (x, y).
+
+    Returns the step's mean loss as a 0-d tensor: reading it (.item()) is left to the
+    caller, who does so only when it logs.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)  # no zero-filling, and backward writes, not adds
+    loss_sum = 0.0
+    for _ in range(train_cfg.grad_accum):
+        x, y = next_batch()  # (B, T) each
+        loss = forward(x, y)[1]
+        (loss / train_cfg.grad_accum).backward()  # gradients add up over micro-batches
+        loss_sum = loss_sum + loss.detach()
+    if train_cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(
+            [p for group in optimizer.param_groups for p in group["params"]], train_cfg.grad_clip
+        )
+    optimizer.step()
+    return loss_sum / train_cfg.grad_accum
+
+
+def train(
+    preset: Preset,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    data: tuple[np.ndarray, np.ndarray] | None = None,
+    tokenizer=None,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+    model: GPT | None = None,
+) -> TrainResult:
+    """Train a GPT with `preset` and return it with its optimizer, metrics and history.
+
+    data: (train_tokens, val_tokens) 1-D int arrays; default Tiny Shakespeare, encoded
+    with `tokenizer` (default: built from the text as the preset's `tokenizer` says).
+    out_dir: where ckpt.pt, metrics.jsonl and metrics.json go (nothing is written if None).
+    resume: continue from out_dir/ckpt.pt, exactly where it stopped. callback(event) sees
+    every event logged to metrics.jsonl. model: train this GPT instead of a new one.
+    The last step's (clipped) gradients stay on the parameters' .grad.
+    """
+    from tqdm.auto import tqdm
+
+    mcfg, tcfg = preset.model, preset.train
+    out = Path(out_dir) if out_dir is not None else None
+    if resume and out is None:
+        raise ValueError("resume=True needs the out_dir that holds ckpt.pt")
+    state = load_checkpoint(out / CHECKPOINT) if resume else None
+    if state is not None and state["model_config"] != mcfg.to_dict():
+        raise ValueError(
+            f"the checkpoint's model {state['model_config']} differs from the preset's "
+            f"{mcfg.to_dict()}: resume with the settings it was trained with"
+        )
+    if state is not None and tokenizer is None:
+        tokenizer = tokenizer_from_state(state["tokenizer"])
+
+    torch.set_num_threads(tcfg.threads or _usable_cpus())
+    if data is None:
+        data = shakespeare_splits(tcfg, mcfg.vocab_size, tokenizer, progress)
+        tokenizer = data[2]
+    splits = {
+        name: check_tokens(name, tokens, mcfg.vocab_size, mcfg.block_size)
+        for name, tokens in zip(("train", "val"), data[:2], strict=True)
+    }
+
+    seed_everything(tcfg.seed)
+    torch.manual_seed(tcfg.seed)
+    if model is None:
+        model = GPT(mcfg).to(pick_device())  # COURSE_DEVICE=cpu forces the CPU
+    elif model.config != mcfg:
+        raise ValueError(f"model.config {model.config} differs from the preset's {mcfg}")
+    device = next(model.parameters()).device.type
+    optimizer = configure_optimizer(model, tcfg)
+    rng = np.random.default_rng(tcfg.seed)  # the one generator of training batches
+    step, best_val = 0, math.inf
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best_val = state["step"], state["best_val_loss"]
+        torch.set_rng_state(state["torch_rng"])
+        rng.bit_generator.state = state["numpy_rng"]
+    forward = torch.compile(model) if tcfg.compile else model
+    model.train()
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    log = EventLog(out, step if state is not None else None, callback)
+
+    def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = get_batch(splits["train"], tcfg.batch_size, mcfg.block_size, rng)
+        return _to_tensors(x, y, device)
+
+    losses = {"train": math.nan, "val": math.nan}
+
+    def evaluate() -> None:  # estimate both losses, log them, write a checkpoint
+        nonlocal losses, best_val
+        args = (tcfg.batch_size, mcfg.block_size, tcfg.eval_iters, eval_seed(tcfg.seed, step))
+        losses = estimate_loss(forward, splits, *args)
+        best_val = min(best_val, losses["val"])
+        log.record({"event": "eval", "iter": step} | {f"{k}_loss": v for k, v in losses.items()})
+        if out is not None:
+            save_checkpoint(
+                out / CHECKPOINT,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                step=step,
+                model_config=mcfg.to_dict(),
+                train_config=tcfg.to_dict(),
+                preset=preset.name,
+                torch_rng=torch.get_rng_state(),
+                numpy_rng=rng.bit_generator.state,
+                tokenizer=tokenizer_state(tokenizer),
+                best_val_loss=best_val,
+            )
+
+    tokens_per_step = tcfg.batch_size * tcfg.grad_accum * mcfg.block_size
+    start_step, started = step, time.perf_counter()
+    step_times: list[float] = []  # seconds per step, training only (no evaluation)
+    logged_at = 0  # index into step_times of the last train event
+    bar = tqdm(total=tcfg.max_iters, initial=step, disable=not progress, desc=preset.name)
+    try:
+        if step == 0:
+            evaluate()  # the loss before training: about ln(vocab_size)
+        while step < tcfg.max_iters:
+            tick = time.perf_counter()
+            lr = lr_at(step, tcfg)
+            loss = train_step(forward, optimizer, next_batch, lr, tcfg)
+            step += 1
+            step_times.append(time.perf_counter() - tick)
+            bar.update(1)
+            if step % tcfg.log_interval == 0:
+                ms = 1000 * float(np.mean(step_times[logged_at:]))
+                logged_at = len(step_times)
+                loss_value = loss.item()
+                tokens_per_sec = tokens_per_step / (ms / 1000)
+                log.record(
+                    {"event": "train", "iter": step, "loss": loss_value, "lr": lr,
+                     "ms_per_iter": ms, "tokens_per_sec": tokens_per_sec}
+                )  # fmt: skip
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+            if step % tcfg.eval_interval == 0 or step == tcfg.max_iters:
+                evaluate()
+        if step == start_step and step > 0:  # resumed at or past max_iters: report once more
+            evaluate()
+    finally:
+        bar.close()
+        log.close()
+
+    # The first step is left out of the speed (torch.compile compiles during it), unless
+    # it is the only one.
+    timed = step_times[1:] or step_times
+    ms_per_iter = 1000 * float(np.mean(timed)) if timed else math.nan
+    metrics = {
+        "framework": "torch",
+        "preset": preset.name,
+        "iters": step,
+        "resumed_from": start_step if state is not None else None,
+        "train_loss": losses["train"],
+        "val_loss": losses["val"],
+        "best_val_loss": best_val,
+        "tokens_per_sec": tokens_per_step / (ms_per_iter / 1000),
+        "ms_per_iter": ms_per_iter,
+        "first_iter_seconds": step_times[0] if step_times else math.nan,
+        "peak_rss_mb": peak_rss_mb(),
+        "seconds": time.perf_counter() - started,
+        "n_params": model.num_params(),
+        "threads": torch.get_num_threads(),
+        "device": device,
+        "torch_version": torch.__version__,
+        "model_config": mcfg.to_dict(),
+        "train_config": tcfg.to_dict(),
+    }
+    if out is not None:
+        write_json(out / METRICS, metrics)
+    return TrainResult(model=model, optimizer=optimizer, metrics=metrics, history=log.history)

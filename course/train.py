@@ -1,0 +1,116 @@
+"""Train a GPT from the command line.
+
+    python -m course.train --framework torch --preset shakespeare-char-cpu --out out/shakespeare
+    python -m course.train --preset nano --max_iters 50 --attn_impl manual --out out/nano
+    python -m course.train --preset nano --max_iters 100 --out out/nano --resume
+
+Any other `--key value` pair changes one setting of the preset: a GPTConfig field
+(n_layer, attn_impl, ...) or a TrainConfig field (max_iters, learning_rate, ...); `-` and
+`_` are the same in keys. A true/false setting may be given alone (`--compile`). Writes
+ckpt.pt, metrics.jsonl and metrics.json to --out; `python -m course.sample --out DIR`
+samples from the result.
+
+The Keras trainer (chapter 06) plugs in as `course.tf.train.train`, with the same
+signature as `course.torch.train.train`: `--framework tf` calls it once it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import sys
+
+from course.config import PRESETS, GPTConfig, TrainConfig, get_preset
+
+FRAMEWORKS = {"torch": "course.torch.train", "tf": "course.tf.train"}
+
+
+def _bool_fields() -> set[str]:
+    return {
+        f.name
+        for cls in (GPTConfig, TrainConfig)
+        for f in dataclasses.fields(cls)
+        if str(f.type) == "bool"
+    }
+
+
+def parse_overrides(extra: list[str]) -> dict[str, str]:
+    """["--max-iters", "50", "--compile", "--lr=3e-4"] -> {"max_iters": "50", ...}."""
+    overrides: dict[str, str] = {}
+    flags = _bool_fields()
+    i = 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or len(item) == 2:
+            raise ValueError(f"expected a --setting, got {item!r}")
+        key, has_value, value = item[2:].partition("=")
+        key = key.replace("-", "_")
+        if not has_value:
+            following = extra[i + 1] if i + 1 < len(extra) else None
+            if following is None or following.startswith("--"):
+                if key not in flags:
+                    raise ValueError(f"--{key} needs a value")
+                value = "true"  # a bare flag switches a true/false setting on
+            else:
+                value, i = following, i + 1
+        overrides[key] = value
+        i += 1
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m course.train",
+        description="Train a GPT. Other --key value pairs override the preset's settings.",
+        epilog="presets: " + "; ".join(f"{p.name}: {p.about}" for p in PRESETS.values()),
+    )
+    parser.add_argument("--framework", choices=sorted(FRAMEWORKS), default="torch")
+    parser.add_argument("--preset", default="shakespeare-char-cpu", help="a named recipe")
+    parser.add_argument("--out", required=True, help="folder for ckpt.pt and metrics")
+    parser.add_argument("--resume", action="store_true", help="continue from --out/ckpt.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _trainer(framework: str):
+    """The framework's `train` function, or None if that trainer is not written yet."""
+    module_name = FRAMEWORKS[framework]
+    try:
+        if importlib.util.find_spec(module_name) is None:
+            return None
+    except ModuleNotFoundError:  # the framework's package itself is missing
+        return None
+    return importlib.import_module(module_name).train
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        preset = get_preset(args.preset, parse_overrides(extra))
+    except KeyError as err:  # an unknown preset
+        parser.error(err.args[0])
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+    train = _trainer(args.framework)
+    if train is None:
+        parser.error(
+            f"--framework {args.framework}: the Keras trainer arrives with chapter 06 "
+            f"({FRAMEWORKS[args.framework]} does not exist yet); use --framework torch"
+        )
+    try:
+        result = train(preset, args.out, resume=args.resume, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError, TypeError, NotImplementedError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
+    metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_config")}
+    print(f"wrote {args.out}/ckpt.pt, {args.out}/metrics.jsonl and {args.out}/metrics.json")
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
