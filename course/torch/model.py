@@ -281,7 +281,7 @@ class GPT(nn.Module):
                 f"{where} exceeds block_size {self.config.block_size}; crop the context to "
                 f"its last {self.config.block_size} tokens"
             )
-        low, high = int(idx.min()), int(idx.max())
+        low, high = (int(v) for v in torch.aminmax(idx))  # one pass, one sync
         if low < 0 or high >= self.config.vocab_size:
             bad = low if low < 0 else high
             raise ValueError(
