@@ -2,6 +2,9 @@
 
     python -m course.sample --out out/shakespeare --prompt "ROMEO:" --max-new-tokens 300
     python -m course.sample --out out/shakespeare --temperature 0 --no-cache
+    python -m course.sample --out out/keras      # a run of `course.train --framework tf`
+
+The framework is the one that wrote --out: ckpt.pt is PyTorch's, ckpt/ the Keras one.
 
 Prints the prompt followed by the sampled text (and nothing else) on stdout, so the
 output can be piped; what was loaded is reported on stderr.
@@ -15,7 +18,8 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m course.sample", description="Sample text from out/ckpt.pt."
+        prog="python -m course.sample",
+        description="Sample text from the checkpoint in --out (ckpt.pt or the Keras ckpt/).",
     )
     parser.add_argument("--out", required=True, help="the folder `python -m course.train` wrote")
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
@@ -36,10 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     if not args.prompt:
         parser.error("--prompt must not be empty: the model needs at least one token")
 
-    import torch
+    from pathlib import Path
 
-    from course.torch.sampling import generate
-    from course.torch.train import load_model
+    import numpy as np
+
+    if (Path(args.out) / "ckpt").is_dir() and not (Path(args.out) / "ckpt.pt").exists():
+        from course.tf.sampling import generate
+        from course.tf.train import load_model
+
+        def as_ids(ids):
+            return np.asarray(ids, dtype=np.int64)
+    else:
+        import torch
+
+        from course.torch.sampling import generate
+        from course.torch.train import load_model
+
+        def as_ids(ids):
+            return torch.tensor(ids, dtype=torch.long)
 
     try:
         model, tokenizer = load_model(args.out)
@@ -52,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.error(f"--prompt {args.prompt!r}: {err}")
     print(f"loaded {args.out} ({model.num_params():,} parameters)", file=sys.stderr)
-    idx = torch.tensor([prompt], dtype=torch.long)  # (1, T)
+    idx = as_ids([prompt])  # (1, T)
     try:
         out = generate(
             model,
@@ -66,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ValueError, TypeError) as err:
         parser.error(str(err))
-    print(tokenizer.decode(out[0].tolist()))
+    print(tokenizer.decode([int(i) for i in out[0]]))
     return 0
 
 

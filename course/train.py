@@ -107,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
     metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_config")}
-    print(f"wrote {args.out}/ckpt.pt, {args.out}/metrics.jsonl and {args.out}/metrics.json")
+    checkpoint = "ckpt.pt" if args.framework == "torch" else "ckpt/"
+    print(f"wrote {args.out}/{checkpoint}, {args.out}/metrics.jsonl and {args.out}/metrics.json")
     print(json.dumps(metrics, indent=1))
     return 0
 

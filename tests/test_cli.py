@@ -152,3 +152,24 @@ def test_overrides_are_parsed_like_the_command_line():
     }
     with pytest.raises(ValueError, match="needs a value"):
         cli.parse_overrides(["--max_iters", "--compile"])
+
+
+@pytest.mark.slow
+@needs_shared_corpus
+def test_keras_run_writes_the_same_metrics_and_samples(trained, tmp_path):
+    torch_out, _ = trained
+    out = tmp_path / "keras"
+    args = ["--framework", "tf", "--preset", "nano", "--max_iters", "30", "--threads", "1"]
+    result = run("course.train", *args, "--eval-interval", "15", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    torch_metrics = json.loads((torch_out / "metrics.json").read_text())
+    assert metrics["framework"] == "tf" and metrics["iters"] == 30
+    for key in ("iters", "train_loss", "val_loss", "tokens_per_sec", "peak_rss_mb"):
+        assert key in torch_metrics and metrics[key] > 0, key
+    assert (out / "ckpt" / "model.weights.h5").is_file() and (out / "metrics.csv").is_file()
+    assert "ckpt/" in result.stdout
+    sampled = run("course.sample", "--out", str(out), "--prompt", "ROMEO:", "--max-new-tokens",
+                  "12", "--temperature", "0")  # fmt: skip
+    assert sampled.returncode == 0, sampled.stderr[-3000:]
+    assert sampled.stdout.startswith("ROMEO:") and len(sampled.stdout) == len("ROMEO:") + 12 + 1
