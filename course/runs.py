@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from course.config import TrainConfig
-from course.data import as_token_array, load_text, train_val_split
+from course.data import as_token_array, check_int, load_text, train_val_split
 from course.tokenizers import BPETokenizer, CharTokenizer
 
 METRICS = "metrics.json"  # the run's summary, written at the end
@@ -132,6 +132,19 @@ def tokenizer_from_state(state: dict | None):
         return CharTokenizer(state["chars"])
     merges = [tuple(pair) for pair in state["merges"]]
     return BPETokenizer(merges, state["special_tokens"], state["pattern"])
+
+
+def check_sampling_args(max_new_tokens, temperature, top_k, top_p) -> None:
+    """Clear errors for `generate`'s arguments, the same in both frameworks."""
+    check_int("max_new_tokens", max_new_tokens, 0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f"temperature must be a number, got {temperature!r}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if top_k is not None:
+        check_int("top_k", top_k, 1)
+    if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
 # --------------------------------------------------------------------------------------

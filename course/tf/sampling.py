@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from course import runtime
-from course.data import check_int
+from course.runs import check_sampling_args
 
 tf = runtime.import_tensorflow()
 
@@ -103,15 +103,7 @@ def generate(
     The same arguments as `course.torch.generate`. Stops early once every row has produced
     one of `stop_tokens` (rows that stopped are padded with their stop token).
     """
-    check_int("max_new_tokens", max_new_tokens, 0)
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        raise TypeError(f"temperature must be a number, got {temperature!r}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None:
-        check_int("top_k", top_k, 1)
-    if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     out = np.asarray(idx)
     if out.ndim != 2 or out.dtype.kind not in "iu":
         raise ValueError(f"idx must be a (B, T) array of token ids, got {out.shape} {out.dtype}")

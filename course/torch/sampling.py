@@ -17,18 +17,7 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from course.data import check_int
-
-
-def _check_sampling(temperature, top_k, top_p) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
-        raise TypeError(f"temperature must be a number, got {temperature!r}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
-    if top_k is not None:
-        check_int("top_k", top_k, 1)
-    if top_p is not None and not (isinstance(top_p, int | float) and 0 < top_p <= 1):
-        raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
+from course.runs import check_sampling_args
 
 
 def filter_logits(
@@ -84,8 +73,7 @@ def generate(
     padded with their stop token). `seed` makes sampling repeatable. The model is put in
     eval mode for the call and restored afterwards.
     """
-    check_int("max_new_tokens", max_new_tokens, 0)
-    _check_sampling(temperature, top_k, top_p)
+    check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be a (B, T) tensor of token ids, got {shape}")
