@@ -1,0 +1,1011 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Twin GPT · 06 The same GPT in Keras 3. Run this cell first: on Colab it installs the course
+# library; on your machine or Binder the library is already there and nothing is installed.
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("course") is None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q",
+         "twin-gpt @ git+https://github.com/twin-gpt/twin-gpt"],
+        check=True,
+    )
+from course import runtime
+
+print(runtime.versions_line())
+
+# %% tags=["parameters"] nbgrader={"grade": false, "grade_id": "parameters", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Parameters (papermill convention). COURSE_SMOKE=1 runs everything small and fast.
+SMOKE = runtime.smoke_mode()
+# The model both frameworks build, train and time: chapter 05's 4-layer character GPT
+# (batch 12 x 64 characters); smoke mode uses the 2-layer nano preset.
+PRESET = "nano" if SMOKE else "shakespeare-char-cpu"
+TRANSFER_ITERS = 10 if SMOKE else 500  # PyTorch steps before the model moves to Keras
+TWIN_ITERS = 15 if SMOKE else 200  # steps of each framework on the same batches
+TWIN_XLA = not SMOKE  # the Keras run XLA-compiled (its first step then compiles, ~10 s)
+GREEDY_TOKENS = 20 if SMOKE else 200  # characters both models write greedily
+RETRACE_TOKENS = 4 if SMOKE else 15  # greedy steps of the retracing demo
+WARMUP_STEPS = 1 if SMOKE else 3  # untimed steps per variant (tracing, compiling)
+TIMED_STEPS = 3 if SMOKE else 30  # timed training steps per variant
+TIME_TORCH_COMPILE = not SMOKE  # torch.compile: 30-50 s to compile on 2 CPU cores
+SEED = 1337
+
+# %% [markdown]
+# # 06 · The same GPT in Keras 3
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/main/notebooks/06_gpt_keras/06_gpt_keras.ipynb)
+#
+# Chapters 04 and 05 built a GPT in PyTorch. This chapter builds the *same* GPT in Keras 3
+# (on TensorFlow), then puts the two side by side: same architecture, same weights, same
+# batches, same training recipe, two frameworks, measured.
+#
+# 1. **Keras layers**: causal self-attention (exercise 1), the MLP (exercise 2) and the
+#    pre-LayerNorm block (exercise 3), each checked against the library's Keras layer
+#    (`course.tf.model`) with the same weights;
+# 2. **moving weights**: one `nn.Linear` into a Keras `Dense` (exercise 4), then a whole
+#    trained PyTorch GPT into Keras with `course.tf.convert.torch_to_keras`: the logits
+#    agree and both models write the same text;
+# 3. **training twice**: both frameworks from the same initial weights on the same batches,
+#    their loss curves on one plot;
+# 4. **debugging**: one shape bug as PyTorch eager, TensorFlow eager, `tf.function` and XLA
+#    report it; TensorFlow's GPU memory setting, and *retracing*, the `tf.function` trap;
+# 5. **measured**: the time of one training step in PyTorch eager, `torch.compile`, Keras
+#    eager, `tf.function` and `tf.function(jit_compile=True)`, and the memory it takes.
+#
+# The library holds both models, with the same class names and GPT-2 parameter names on
+# each side: `course.torch.GPT` (chapter 05) and `course.tf.GPT` (this chapter's reference).
+
+# %%
+import gc
+import math
+import os
+import re
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+import psutil
+
+from course import checks, data
+from course.runs import peak_rss_mb
+
+tf = runtime.import_tensorflow()  # never `import tensorflow` first (chapter 00 says why)
+keras = runtime.import_keras()  # Keras 3 on the TensorFlow backend
+for gpu in tf.config.list_physical_devices("GPU"):  # before any op runs: see "memory" below
+    tf.config.experimental.set_memory_growth(gpu, True)
+import torch
+from keras import ops
+
+from course.config import GPTConfig, get_preset, lr_at
+from course.tf import GPT as KerasGPT
+from course.tf import generate as keras_generate
+from course.tf import keras_to_torch, torch_to_keras
+from course.tf.model import MLP, Block, CausalSelfAttention  # the Keras reference layers
+from course.tokenizers import CharTokenizer
+from course.torch import GPT as TorchGPT  # built in chapters 04-05
+from course.torch import generate as torch_generate
+
+keras.utils.set_random_seed(SEED)  # Python, numpy and TensorFlow generators
+torch.manual_seed(SEED)
+preset = get_preset(PRESET)
+print(f"TensorFlow {tf.__version__}, Keras {keras.__version__} "
+      f"(backend {keras.backend.backend()}), PyTorch {torch.__version__}")
+print(f"preset {preset.name!r}: {preset.model}")
+
+# %% [markdown]
+# ## Keras in one page, for a PyTorch reader
+#
+# A Keras model is made of **layers**, as a PyTorch model is made of modules. The idiom
+# differs in when things happen:
+#
+# | | PyTorch | Keras 3 |
+# |---|---|---|
+# | a building block | `nn.Module`, `forward(x)` | `keras.layers.Layer`, `call(x, training=False)` |
+# | weights created | in `__init__` (sizes given) | in `build(input_shape)`, on first call |
+# | linear map | `nn.Linear(in, out)`: `weight` (out, in) | `Dense(out)`: `kernel` (in, out) |
+# | layer norm | `nn.LayerNorm(C, eps=1e-5)`: `weight`, `bias` | `LayerNormalization(epsilon=1e-3)`: `gamma`, `beta` |
+# | GELU | `nn.GELU(approximate="tanh")` | `keras.ops.gelu(x)` (tanh by default) |
+# | tensor maths | `torch.*`, methods | `keras.ops.*` (numpy names), no methods |
+# | training mode | `model.train()` / `model.eval()` | `training=True` passed to `call` |
+# | the training loop | yours | `compile` + `fit`, which call `train_step` |
+#
+# Two rows hold traps. Keras' `LayerNormalization` has `epsilon=1e-3` by default, a
+# hundred times PyTorch's and GPT-2's `1e-5`; and `keras.activations.gelu` is the *exact*
+# GELU by default while `keras.ops.gelu` is the tanh approximation. Get either wrong and
+# the model still trains, it just never matches the PyTorch one.
+#
+# A `Dense` layer has no weights until it knows its input size:
+
+# %%
+dense = keras.layers.Dense(3, name="dense")
+print("before the first call:", dense.weights)
+dense(np.zeros((2, 5), dtype="float32"))  # builds it: the input has 5 features
+print("after it:", [(w.path, tuple(w.shape)) for w in dense.weights])
+linear = torch.nn.Linear(5, 3)
+print("nn.Linear(5, 3):", [(name, tuple(p.shape)) for name, p in linear.named_parameters()])
+
+# %% [markdown]
+# ## Checking a layer against the library's
+#
+# Each exercise below writes a Keras layer that the library already has
+# (`course.tf.model`). The test gives both the *same weights* and compares their
+# outputs. The helpers here do the copying by **attribute name**, so name your sub-layers
+# as GPT-2 does: `self.c_attn`, `self.c_proj`, `self.c_fc`, `self.ln_1`, `self.attn`,
+# `self.ln_2`, `self.mlp`. Before copying, the tests draw larger random weights than a
+# freshly initialised GPT has (its 0.02 standard deviation makes every attention almost
+# uniform, which would hide a missing scale or mask).
+
+# %% nbgrader={"grade": false, "grade_id": "weight_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Read-only: the graded tests below use these helpers.
+SUBLAYERS = ("ln_1", "attn", "ln_2", "mlp", "c_attn", "c_fc", "c_proj")
+WEIGHTS = ("kernel", "bias", "gamma", "beta")  # Dense and LayerNormalization variables
+
+
+def weight_paths(layer, prefix=""):
+    """Dotted paths of every weight of a course layer: 'ln_1.gamma', 'attn.c_attn.kernel', ..."""
+    for name in WEIGHTS:
+        if getattr(layer, name, None) is not None:  # no bias when config.bias is False
+            yield prefix + name
+    for name in SUBLAYERS:
+        if hasattr(layer, name):
+            yield from weight_paths(getattr(layer, name), prefix + name + ".")
+
+
+def _resolve(layer, path, who):
+    for part in path.split("."):
+        if not hasattr(layer, part):
+            raise AssertionError(f"{who} has no attribute {path!r}: name the sub-layer "
+                                 f"self.{path.split('.')[0]}, as the library does")
+        layer = getattr(layer, part)
+    if layer is None:
+        raise AssertionError(f"{who}.{path} is None: is use_bias / center set as asked?")
+    return layer
+
+
+def copy_weights(source, target):
+    """Assign each weight of `source` (a library layer) to the same path of `target`."""
+    for path in weight_paths(source):
+        value = _resolve(source, path, "the reference layer")
+        variable = _resolve(target, path, "your layer")
+        if tuple(variable.shape) != tuple(value.shape):
+            raise AssertionError(f"{path}: yours has shape {tuple(variable.shape)}, the "
+                                 f"library's {tuple(value.shape)}")
+        variable.assign(value)
+
+
+def randomize_weights(layer, seed):
+    """Weights large enough for mistakes to show: kernels N(0, 1/fan_in), gains near 1."""
+    rng = np.random.default_rng(seed)
+    for path in weight_paths(layer):
+        variable = _resolve(layer, path, "the layer")
+        shape, kind = tuple(variable.shape), path.rsplit(".", 1)[-1]
+        if kind == "kernel":
+            value = rng.normal(0.0, 1.0 / math.sqrt(shape[0]), shape)
+        elif kind == "gamma":
+            value = 1.0 + rng.normal(0.0, 0.2, shape)
+        else:
+            value = rng.normal(0.0, 0.2, shape)
+        variable.assign(value.astype("float32"))
+
+
+demo = CausalSelfAttention(GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=4))
+demo(np.zeros((1, 4, 8), dtype="float32"))
+print("weights of the library's attention layer:", list(weight_paths(demo)))
+
+# %% [markdown]
+# ## Exercise 1 · causal self-attention as a Keras layer
+#
+# Write `MyCausalSelfAttention(config)`, a `keras.layers.Layer`: chapter 04's attention,
+# the Keras way.
+#
+# - `__init__(self, config, **kwargs)`: call `super().__init__(**kwargs)`, keep `n_head`
+#   and `n_embd`, and create two `keras.layers.Dense` layers, `self.c_attn` with
+#   `3 * n_embd` units (queries, keys and values in one product) and `self.c_proj` with
+#   `n_embd` units, both with `use_bias=config.bias`.
+# - `build(self, input_shape)`: build both (`self.c_attn.build(input_shape)`; `c_proj`'s
+#   input has the same shape). Keras would otherwise build them on first use; building
+#   explicitly is the idiom, and lets Keras know the layer's weights before any call.
+# - `call(self, x)`, x (B, T, C) → (B, T, C): `c_attn`, split into q, k, v
+#   (`ops.split(qkv, 3, axis=-1)`); give each its heads, (B, T, C) → (B, T, nh, hs) →
+#   **(B, nh, T, hs)**; scores `q kᵀ / √hs` (B, nh, T, T); set the scores of future
+#   keys (column > row) to `-inf` **before** the softmax; softmax over the keys; times v;
+#   heads back side by side, (B, nh, T, hs) → (B, T, nh, hs) → (B, T, C); `c_proj`.
+#
+# Use `keras.ops` (numpy's names: `ops.reshape`, `ops.transpose(x, axes)`,
+# `ops.swapaxes`, `ops.matmul`, `ops.where`, `ops.softmax(x, axis=-1)`, `ops.arange`)
+# and take B and T from `ops.shape(x)`, so that the layer also works inside `tf.function`.
+# Dropout is left out (the course trains without it).
+
+# %% nbgrader={"grade": false, "grade_id": "keras_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+class MyCausalSelfAttention(keras.layers.Layer):
+    """Multi-head causal self-attention: c_attn (C -> 3C), attention, c_proj (C -> C)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        ### BEGIN SOLUTION
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.c_attn = keras.layers.Dense(3 * config.n_embd, use_bias=config.bias)
+        self.c_proj = keras.layers.Dense(config.n_embd, use_bias=config.bias)
+        ### END SOLUTION
+
+    def build(self, input_shape):
+        ### BEGIN SOLUTION
+        self.c_attn.build(input_shape)
+        self.c_proj.build(input_shape)
+        ### END SOLUTION
+
+    def call(self, x):
+        ### BEGIN SOLUTION
+        B, T = ops.shape(x)[0], ops.shape(x)[1]
+        hs = self.n_embd // self.n_head
+        q, k, v = ops.split(self.c_attn(x), 3, axis=-1)  # 3 x (B, T, C)
+
+        def heads(t):  # (B, T, C) -> (B, nh, T, hs)
+            return ops.transpose(ops.reshape(t, (B, T, self.n_head, hs)), (0, 2, 1, 3))
+
+        q, k, v = heads(q), heads(k), heads(v)
+        scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) / math.sqrt(hs)  # (B, nh, T, T)
+        visible = ops.arange(T)[None, :] <= ops.arange(T)[:, None]  # (T, T): key <= query
+        scores = ops.where(visible, scores, float("-inf"))
+        y = ops.matmul(ops.softmax(scores, axis=-1), v)  # (B, nh, T, hs)
+        y = ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (B, T, self.n_embd))  # (B, T, C)
+        return self.c_proj(y)
+        ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_keras_attention", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+"""MyCausalSelfAttention: the library's CausalSelfAttention with the same weights; causal."""
+cfg = GPTConfig(n_layer=1, n_head=4, n_embd=32, block_size=16, attn_impl="manual")
+x = np.random.default_rng(0).standard_normal((2, 10, 32)).astype("float32")
+reference, mine = CausalSelfAttention(cfg), MyCausalSelfAttention(cfg)
+reference(x)  # calling a layer builds its weights
+mine(x)
+n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
+assert n_mine == n_ref, f"your layer has {n_mine} weights, the library's {n_ref} (bias=False)"
+randomize_weights(reference, seed=1)
+copy_weights(reference, mine)
+y = mine(x)
+checks.assert_shape(y, (2, 10, 32), name="MyCausalSelfAttention(x)")
+checks.assert_close(y, reference(x), atol=1e-5, name="attention vs the library's (same weights)")
+x_future = x.copy()
+x_future[:, 6:] = 0.0  # change every token from position 6 on
+checks.assert_close(mine(x_future)[:, :6], y[:, :6], atol=1e-5,
+                    name="outputs 0..5 after changing tokens 6.. (they must not look ahead)")
+### BEGIN HIDDEN TESTS
+# With biases, other head counts and lengths (T = 1, and the whole block).
+for seed, (n_head, n_embd, B, T, bias) in enumerate(
+    [(2, 48, 3, 16, True), (1, 8, 1, 7, False), (8, 64, 2, 1, True), (3, 24, 2, 5, False)]
+):
+    cfg = GPTConfig(n_layer=2, n_head=n_head, n_embd=n_embd, block_size=16, bias=bias,
+                    attn_impl="manual")
+    x = np.random.default_rng(seed).standard_normal((B, T, n_embd)).astype("float32")
+    reference, mine = CausalSelfAttention(cfg), MyCausalSelfAttention(cfg)
+    reference(x)
+    mine(x)
+    assert len(mine.trainable_weights) == len(reference.trainable_weights), f"{bias=}"
+    randomize_weights(reference, seed=seed + 10)
+    copy_weights(reference, mine)
+    checks.assert_close(mine(x), reference(x), atol=1e-5, name=f"{n_head} heads, {T=}, {bias=}")
+# The PyTorch layer with the same weights (a Dense kernel is an nn.Linear weight transposed).
+from course.torch.model import CausalSelfAttention as TorchAttention
+
+cfg = GPTConfig(n_layer=1, n_head=4, n_embd=32, block_size=16, bias=True)
+x = np.random.default_rng(5).standard_normal((2, 12, 32)).astype("float32")
+mine = MyCausalSelfAttention(cfg)
+mine(x)
+randomize_weights(mine, seed=6)
+theirs = TorchAttention(cfg)
+with torch.no_grad():
+    for name in ("c_attn", "c_proj"):
+        getattr(theirs, name).weight.copy_(torch.from_numpy(getattr(mine, name).kernel.numpy().T))
+        getattr(theirs, name).bias.copy_(torch.from_numpy(getattr(mine, name).bias.numpy()))
+    expected = theirs(torch.from_numpy(x))
+checks.assert_close(mine(x), expected, atol=1e-5, name="attention vs course.torch's")
+# Traced and XLA-compiled, it computes the same.
+compiled = tf.function(mine, jit_compile=True)
+checks.assert_close(compiled(tf.constant(x)), expected, atol=1e-5, name="inside tf.function")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Exercise 2 · the MLP
+#
+# Write `MyMLP(config)`: `self.c_fc`, a `Dense` with `4 * n_embd` units, a GELU, then
+# `self.c_proj`, a `Dense` back to `n_embd` units (both `use_bias=config.bias`). The GELU
+# is GPT-2's **tanh approximation**, `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`,
+# which is what PyTorch's `nn.GELU(approximate="tanh")` computes: `keras.ops.gelu(h)`
+# (approximate by default) or `keras.activations.gelu(h, approximate=True)`. The two GELUs
+# differ by at most 5·10⁻⁴, and the test can tell. (The approximation also matters for
+# export: the exact GELU becomes an `Erfc` operation in ONNX, which onnxruntime rejects.)
+
+# %% nbgrader={"grade": false, "grade_id": "keras_mlp", "locked": false, "schema_version": 3, "solution": true, "task": false}
+class MyMLP(keras.layers.Layer):
+    """Position-wise feed-forward: C -> 4C -> GELU (tanh approximation) -> C."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        ### BEGIN SOLUTION
+        self.c_fc = keras.layers.Dense(4 * config.n_embd, use_bias=config.bias)
+        self.c_proj = keras.layers.Dense(config.n_embd, use_bias=config.bias)
+        ### END SOLUTION
+
+    def build(self, input_shape):
+        ### BEGIN SOLUTION
+        self.c_fc.build(input_shape)
+        self.c_proj.build((*input_shape[:-1], 4 * input_shape[-1]))
+        ### END SOLUTION
+
+    def call(self, x):
+        ### BEGIN SOLUTION
+        return self.c_proj(ops.gelu(self.c_fc(x), approximate=True))
+        ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_keras_mlp", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+"""MyMLP: the library's MLP with the same weights, to 1e-5: the tanh GELU, not the exact."""
+cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
+x = np.random.default_rng(10).standard_normal((2, 5, 16)).astype("float32")
+reference, mine = MLP(cfg), MyMLP(cfg)
+reference(x)
+mine(x)
+n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
+assert n_mine == n_ref, f"your MLP has {n_mine} weights, the library's {n_ref} (bias=False)"
+randomize_weights(reference, seed=11)
+copy_weights(reference, mine)
+y = mine(x)
+checks.assert_shape(y, (2, 5, 16), name="MyMLP(x)")
+checks.assert_close(y, reference(x), atol=1e-5, rtol=0,
+                    name="MyMLP vs the library's MLP (same weights)")
+### BEGIN HIDDEN TESTS
+for seed, (n_embd, bias) in enumerate([(8, True), (32, False), (24, True)]):
+    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=n_embd, block_size=8, bias=bias)
+    x = 1.5 * np.random.default_rng(seed).standard_normal((3, 4, n_embd)).astype("float32")
+    reference, mine = MLP(cfg), MyMLP(cfg)
+    reference(x)
+    mine(x)
+    assert len(mine.trainable_weights) == len(reference.trainable_weights), f"{bias=}"
+    randomize_weights(reference, seed=seed + 20)
+    copy_weights(reference, mine)
+    checks.assert_close(mine(x), reference(x), atol=1e-5, rtol=0, name=f"{n_embd=}, {bias=}")
+# An independent reference: the formula in numpy, and PyTorch's MLP.
+cfg = GPTConfig(n_layer=1, n_head=2, n_embd=12, block_size=8, bias=True)
+x = 2.0 * np.random.default_rng(7).standard_normal((2, 3, 12)).astype("float32")
+mine = MyMLP(cfg)
+mine(x)
+randomize_weights(mine, seed=8)
+h = x.astype(np.float64) @ mine.c_fc.kernel.numpy() + mine.c_fc.bias.numpy()
+h = 0.5 * h * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (h + 0.044715 * h**3)))
+expected = h @ mine.c_proj.kernel.numpy() + mine.c_proj.bias.numpy()
+checks.assert_close(mine(x), expected, atol=1e-5, rtol=0, name="MyMLP vs the formula")
+from course.torch.model import MLP as TorchMLP
+
+theirs = TorchMLP(cfg)
+with torch.no_grad():
+    for name in ("c_fc", "c_proj"):
+        getattr(theirs, name).weight.copy_(torch.from_numpy(getattr(mine, name).kernel.numpy().T))
+        getattr(theirs, name).bias.copy_(torch.from_numpy(getattr(mine, name).bias.numpy()))
+    expected = theirs(torch.from_numpy(x))
+checks.assert_close(mine(x), expected, atol=1e-5, rtol=0, name="MyMLP vs course.torch's MLP")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Exercise 3 · the pre-LayerNorm block
+#
+# Write `MyBlock(config)`, GPT-2's Transformer block: each sub-layer reads a
+# **normalised** copy of the residual stream and **adds** its result back to it,
+#
+# ```
+# x = x + attn(ln_1(x))
+# x = x + mlp(ln_2(x))
+# ```
+#
+# (The original Transformer normalised *after* adding, `ln(x + attn(x))`, "post-LN";
+# GPT-2 moved the norms in front, which keeps a clean identity path from the input to the
+# output and makes deep stacks much easier to train.)
+#
+# Sub-layers: `self.ln_1` and `self.ln_2`, two `keras.layers.LayerNormalization` with
+# `epsilon=config.layer_norm_eps` (not Keras' default) and `center=config.bias` (a shift
+# `beta` only when the model has biases); `self.attn = CausalSelfAttention(config)` and
+# `self.mlp = MLP(config)`, the library's (your layers from exercises 1 and 2 do the same,
+# but a mistake there should not cost you twice). In `build`, build all four on
+# `input_shape` (the residual stream keeps its shape).
+
+# %% nbgrader={"grade": false, "grade_id": "keras_block", "locked": false, "schema_version": 3, "solution": true, "task": false}
+class MyBlock(keras.layers.Layer):
+    """Pre-LayerNorm Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        ### BEGIN SOLUTION
+        eps = config.layer_norm_eps
+        self.ln_1 = keras.layers.LayerNormalization(epsilon=eps, center=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = keras.layers.LayerNormalization(epsilon=eps, center=config.bias)
+        self.mlp = MLP(config)
+        ### END SOLUTION
+
+    def build(self, input_shape):
+        ### BEGIN SOLUTION
+        for layer in (self.ln_1, self.attn, self.ln_2, self.mlp):
+            layer.build(input_shape)
+        ### END SOLUTION
+
+    def call(self, x):
+        ### BEGIN SOLUTION
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+        ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_keras_block", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+"""MyBlock: the library's Block with the same weights, to 1e-5 (pre-LN, residuals, eps)."""
+cfg = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=16)
+x = np.random.default_rng(20).standard_normal((2, 9, 32)).astype("float32")
+reference, mine = Block(cfg), MyBlock(cfg)
+reference(x)
+mine(x)
+n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
+assert n_mine == n_ref, f"your block has {n_mine} weights, the library's {n_ref} (bias=False)"
+randomize_weights(reference, seed=21)
+copy_weights(reference, mine)
+y = mine(x)
+checks.assert_shape(y, (2, 9, 32), name="MyBlock(x)")
+checks.assert_close(y, reference(x), atol=1e-5, rtol=0, name="MyBlock vs the library's Block")
+### BEGIN HIDDEN TESTS
+for seed, (n_head, n_embd, B, T, bias, scale) in enumerate(
+    [(2, 16, 1, 16, True, 1.0), (4, 48, 3, 5, False, 0.1), (1, 8, 2, 1, True, 3.0)]
+):
+    cfg = GPTConfig(n_layer=3, n_head=n_head, n_embd=n_embd, block_size=16, bias=bias)
+    x = scale * np.random.default_rng(seed).standard_normal((B, T, n_embd)).astype("float32")
+    reference, mine = Block(cfg), MyBlock(cfg)
+    reference(x)
+    mine(x)
+    assert len(mine.trainable_weights) == len(reference.trainable_weights), f"{bias=}"
+    randomize_weights(reference, seed=seed + 30)
+    copy_weights(reference, mine)
+    checks.assert_close(mine(x), reference(x), atol=1e-5, rtol=0,
+                        name=f"{n_head} heads, {n_embd=}, {T=}, {bias=}, x scale {scale}")
+# PyTorch's Block, with every weight moved across (LayerNorm gamma/beta = weight/bias).
+from course.torch.model import Block as TorchBlock
+
+cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, bias=True)
+x = 0.3 * np.random.default_rng(9).standard_normal((2, 8, 16)).astype("float32")
+mine = MyBlock(cfg)
+mine(x)
+randomize_weights(mine, seed=40)
+theirs = TorchBlock(cfg)
+torch_names = {"kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}
+with torch.no_grad():
+    for path in weight_paths(mine):
+        *parents, attribute = path.split(".")
+        module = theirs
+        for part in parents:
+            module = getattr(module, part)
+        value = _resolve(mine, path, "your block").numpy()
+        getattr(module, torch_names[attribute]).copy_(
+            torch.from_numpy(value.T if attribute == "kernel" else value))
+    expected = theirs(torch.from_numpy(x))
+checks.assert_close(mine(x), expected, atol=1e-5, rtol=0, name="MyBlock vs course.torch's Block")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Stack `n_layer` of these blocks between the embeddings and a final LayerNorm, tie the
+# output head to the token embedding, and you have `course.tf.GPT`. Its source
+# (`course/tf/model.py`, about 300 lines) reads like `course/torch/model.py` line for line,
+# with two Keras details worth a look: the position embedding is looked up *inside* `call`
+# (a functional `Embedding(...)(ops.arange(T))` outside a layer would be frozen into a
+# constant that never trains), and `train_step` is the body of Keras' training loop, which
+# `fit` calls once per batch inside a `tf.function`.
+#
+# ## Exercise 4 · moving one linear layer from PyTorch to Keras
+#
+# The two models have the same parameter names, so moving a state dict from one to the
+# other is a loop over names. Only the layout differs: an `nn.Linear(in, out)` computes
+# `x @ weight.T + bias` with `weight` of shape (out, in), a `Dense(out)` computes
+# `x @ kernel + bias` with `kernel` of shape (in, out). So `kernel = weight.T`.
+#
+# Write `linear_to_dense(linear, dense)`: copy the weight (and the bias, if the linear layer
+# has one) of the `torch.nn.Linear` into the already built Keras `Dense`, with
+# `variable.assign(numpy_array)`, and return `dense`. A parameter that requires a gradient
+# must be `.detach()`ed before `.numpy()`. Beware of `reshape`: it gives the right shape
+# and the wrong matrix.
+
+# %% nbgrader={"grade": false, "grade_id": "linear_to_dense", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def linear_to_dense(linear, dense):
+    """Copy a torch ``nn.Linear``'s weight (out, in) and bias into a built Keras ``Dense``."""
+    ### BEGIN SOLUTION
+    dense.kernel.assign(linear.weight.detach().cpu().numpy().T)  # (out, in) -> (in, out)
+    if linear.bias is not None:
+        dense.bias.assign(linear.bias.detach().cpu().numpy())
+    return dense
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_linear_to_dense", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+"""linear_to_dense: the Dense computes what the nn.Linear computes (transposed weight, bias)."""
+torch.manual_seed(0)
+x = np.random.default_rng(1).standard_normal((4, 5)).astype("float32")
+for n_in, n_out in [(5, 3), (5, 5)]:
+    linear = torch.nn.Linear(n_in, n_out)
+    dense = keras.layers.Dense(n_out)
+    dense.build((None, n_in))
+    out = linear_to_dense(linear, dense)
+    assert out is dense, "return the Dense layer you were given"
+    with torch.no_grad():
+        expected = linear(torch.from_numpy(x[:, :n_in]))
+    checks.assert_close(dense(x[:, :n_in]), expected, atol=1e-6,
+                        name=f"Dense vs nn.Linear({n_in}, {n_out})")
+### BEGIN HIDDEN TESTS
+for n_in, n_out, bias in [(7, 2, False), (16, 48, True), (6, 6, False), (12, 4, True)]:
+    linear = torch.nn.Linear(n_in, n_out, bias=bias)
+    before = [p.detach().clone() for p in linear.parameters()]
+    dense = keras.layers.Dense(n_out, use_bias=bias)
+    dense.build((None, n_in))
+    linear_to_dense(linear, dense)
+    checks.assert_close(dense.kernel, linear.weight.T, atol=0, name=f"kernel ({n_in}, {n_out})")
+    if bias:
+        checks.assert_close(dense.bias, linear.bias, atol=0, name="bias")
+    assert all(torch.equal(a, b) for a, b in zip(before, linear.parameters())), "linear changed"
+    x = np.random.default_rng(n_in).standard_normal((3, 2, n_in)).astype("float32")
+    with torch.no_grad():
+        expected = linear(torch.from_numpy(x))
+    checks.assert_close(dense(x), expected, atol=1e-5, name=f"Dense vs nn.Linear({n_in}, {n_out})")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## A trained PyTorch GPT, moved into Keras
+#
+# `course.tf.convert.torch_to_keras(state_dict, keras_model)` does your exercise for every
+# weight of a GPT, guided by one table, `weight_pairs(config)`: (PyTorch name, Keras
+# sub-layer, attribute, transpose?). Besides the transposes, one entry needs care:
+# PyTorch's state dict lists the tied `lm_head.weight`, which on the Keras side is the
+# token embedding itself. First a few rows of the table:
+
+# %%
+from course.tf.convert import weight_pairs
+
+for row in list(weight_pairs(preset.model))[:8]:
+    print("{:<34} -> {:<18} {:<11} transpose={}".format(*row))
+print(f"... {len(list(weight_pairs(preset.model)))} weights in all, plus the tied lm_head")
+
+# %% [markdown]
+# Now a real model: train the PyTorch GPT for `TRANSFER_ITERS` steps with chapter 05's
+# `course.torch.train.train`, move it into a fresh Keras GPT, and compare their logits on
+# a batch of text. Both run in float32, in a different order of operations, so they may
+# differ in the last bits; the course's target is a maximum absolute difference of 1e-4.
+
+# %%
+from course.torch.train import train as torch_train
+
+text = data.load_text("tinyshakespeare")
+tokenizer = CharTokenizer.from_text(text)
+tokens = np.array(tokenizer.encode(text), dtype=np.uint16)
+train_tokens, val_tokens = data.train_val_split(tokens, preset.train.val_fraction)
+
+transfer = get_preset(PRESET, {"max_iters": TRANSFER_ITERS, "eval_iters": 5,
+                               "eval_interval": TRANSFER_ITERS})
+torch_model = torch_train(transfer, data=(train_tokens, val_tokens), tokenizer=tokenizer).model
+torch_model.eval()
+keras_model = torch_to_keras(torch_model.state_dict(), KerasGPT(preset.model))
+
+x, _ = data.get_batch(val_tokens, 4, preset.model.block_size, np.random.default_rng(SEED))
+with torch.no_grad():
+    torch_logits = torch_model(torch.from_numpy(x))[0].numpy()
+keras_logits = np.asarray(keras_model(x))
+print(f"logits {keras_logits.shape}: max |PyTorch - Keras| = "
+      f"{np.abs(torch_logits - keras_logits).max():.2e} (largest logit "
+      f"{np.abs(torch_logits).max():.1f})")
+checks.assert_close(keras_logits, torch_logits, atol=1e-4, rtol=0, name="Keras vs PyTorch logits")
+
+back = keras_to_torch(keras_model, as_torch=True)  # and back again: the same state dict
+same = all(torch.equal(back[name], value) for name, value in torch_model.state_dict().items())
+print(f"keras_to_torch(torch_to_keras(weights)) gives back the same tensors: {same}")
+
+# %% [markdown]
+# The same weights should write the same text. Greedy decoding (temperature 0) takes the
+# most likely character at every step, so it involves no randomness at all: the two
+# `generate` functions (same arguments on both sides; each with a KV cache) should agree
+# character for character, unless two candidates are so close that the last-bit
+# differences above swap them.
+
+# %%
+prompt = np.array([tokenizer.encode("ROMEO:\n")])
+by_torch = torch_generate(torch_model, torch.from_numpy(prompt), GREEDY_TOKENS, temperature=0)
+by_keras = keras_generate(keras_model, prompt, GREEDY_TOKENS, temperature=0)
+texts = {"PyTorch": tokenizer.decode(by_torch[0].tolist()),
+         "Keras": tokenizer.decode(by_keras[0].tolist())}
+for name, sample in texts.items():
+    print(f"--- {name} ---\n{sample}\n")
+if texts["PyTorch"] == texts["Keras"]:
+    print(f"the same {GREEDY_TOKENS} characters")
+else:
+    first = next(i for i, (a, b) in enumerate(zip(*texts.values())) if a != b)
+    print(f"they part at character {first}: a near tie between two candidates")
+
+# %% [markdown]
+# ## Both frameworks, the same run
+#
+# Same weights give the same outputs; do the same *recipe* and the same *batches* give the
+# same training run? `course.tf.train.train` is the Keras side's trainer: `compile` with
+# an AdamW that excludes the 1-D weights from decay and clips the global gradient norm, the
+# learning-rate schedule as a `LearningRateSchedule`, the batches from chapter 03's
+# `make_dataset` (identical to the PyTorch trainer's), and `fit`, whose steps run
+# XLA-compiled (`jit_compile=True`, turned off in smoke mode to save the compile). We
+# give both trainers the same initial weights and log the loss of every step.
+
+# %%
+from course.tf.train import train as keras_train
+
+twin = get_preset(PRESET, {"max_iters": TWIN_ITERS, "log_interval": 1, "eval_iters": 5,
+                           "eval_interval": TWIN_ITERS})
+torch.manual_seed(SEED)
+start_torch = TorchGPT(twin.model)
+start_keras = torch_to_keras(start_torch.state_dict(), KerasGPT(twin.model))  # same weights
+splits = (train_tokens, val_tokens)
+keras_name = "Keras (fit, XLA)" if TWIN_XLA else "Keras (fit, tf.function)"
+runs = {
+    "PyTorch (explicit loop)": torch_train(twin, data=splits, model=start_torch),
+    keras_name: keras_train(twin, data=splits, model=start_keras, jit_compile=TWIN_XLA),
+}
+curves = {name: np.array([e["loss"] for e in run.history if e["event"] == "train"])
+          for name, run in runs.items()}
+torch_losses, keras_losses = curves.values()
+gap = np.abs(torch_losses - keras_losses)
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+for (name, losses), style in zip(curves.items(), ["-", "--"]):
+    left.plot(np.arange(1, len(losses) + 1), losses, style, lw=2, label=name)
+left.set_xlabel("step")
+left.set_ylabel("training loss (one batch)")
+left.set_title(f"{twin.name}: same weights, same batches")
+left.legend()
+right.semilogy(np.arange(1, len(gap) + 1), np.maximum(gap, 1e-9))
+right.set_xlabel("step")
+right.set_title("|PyTorch loss - Keras loss|")
+plt.tight_layout()
+plt.show()
+for name, run in runs.items():
+    m = run.metrics
+    print(f"{name:<24} final train loss {curves[name][-1]:.4f}, val loss {m['val_loss']:.4f}, "
+          f"{m['ms_per_iter']:.1f} ms/step, first step {m['first_iter_seconds']:.1f} s")
+print(f"largest difference between the two loss curves: {gap.max():.1e}")
+
+# %% [markdown]
+# The curves lie on top of each other: the difference starts at float32 rounding
+# (about 10⁻⁶) and grows slowly, as any two float32 computations in a different order
+# drift apart over many updates, but it stays far below the step-to-step noise of the
+# loss. That is the strongest check two implementations can pass: not "both learn", but
+# "both compute the same numbers". Note the first step of each: Keras traced and
+# XLA-compiled its `train_step` there, PyTorch ran eagerly from the start.
+#
+# ## One bug, five error messages
+#
+# A classic attention bug: the scores are `q @ kᵀ`, and forgetting the transpose gives
+# `q @ k`, whose inner dimensions (hs and T) do not match. Here is how each way of running
+# reports it: PyTorch eager, TensorFlow eager, inside a `tf.function`, and inside an
+# XLA-compiled `tf.function`. (For the last two the shapes are left unknown when tracing,
+# `input_signature` with `None` sizes, as for a model that must accept any length; with
+# known shapes both fail while tracing, like the third.)
+
+# %%
+def scores_torch(q, k):
+    return q @ k * 0.5  # bug: should be q @ k.transpose(-2, -1); 0.5 = 1/sqrt(hs) for hs=4
+
+
+def scores_tf(q, k):
+    return tf.matmul(q, k) * 0.5  # the same bug
+
+
+q_np = np.random.default_rng(0).standard_normal((6, 4)).astype("float32")  # T=6, hs=4
+unknown = [tf.TensorSpec((None, None), tf.float32)] * 2
+attempts = {
+    "PyTorch eager": lambda: scores_torch(torch.from_numpy(q_np), torch.from_numpy(q_np)),
+    "TensorFlow eager": lambda: scores_tf(q_np, q_np),
+    "tf.function": lambda: tf.function(scores_tf)(q_np, q_np),
+    "tf.function, shapes unknown when traced":
+        lambda: tf.function(scores_tf, input_signature=unknown)(q_np, q_np),
+    "tf.function(jit_compile=True), shapes unknown":
+        lambda: tf.function(scores_tf, input_signature=unknown, jit_compile=True)(q_np, q_np),
+}
+
+
+def first_lines(message, n=6, width=140):
+    """The first lines of an error message, without the frames of Python and Jupyter."""
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)  # TF's kernel name
+    lines = [line.rstrip() for line in message.splitlines() if line.strip()]
+    ours = [line for line in lines  # frames in the notebook's own cells only
+            if not line.lstrip().startswith("File") or re.search(r"ipykernel_\d+", line)]
+    ours = ours if len(ours) <= n else [*ours[: n - 2], "...", ours[-1]]  # and the last line
+    return [line if len(line) <= width else line[: width - 3] + "..." for line in ours]
+
+
+for name, attempt in attempts.items():
+    try:
+        attempt()
+        print(f"=== {name}: no error (!)")
+    except Exception as err:  # whatever each one raises: we want to read it
+        print(f"=== {name}: {type(err).__name__}")
+        print("\n".join("    " + line for line in first_lines(str(err))))
+
+# %% [markdown]
+# Read them in order:
+#
+# - **PyTorch eager** fails on the very line, with both shapes: `mat1 and mat2 shapes
+#   cannot be multiplied (6x4 and 6x4)`. The traceback is ordinary Python; a debugger or
+#   a `print` just before the line works as everywhere else.
+# - **TensorFlow eager** is just as immediate, in the words of the C++ kernel that
+#   refused: `Matrix size-incompatible: In[0]: [6,4], In[1]: [6,4] [Op:MatMul]`.
+# - **`tf.function`** turns Python into a graph by *tracing*: running the function once
+#   with symbolic tensors. TensorFlow's shape inference catches the bug then, before any
+#   number is computed, and reports `in user code:` with the file and line of the Python
+#   that built the bad node (the line marked `*`), then `Dimensions must be equal`.
+#   A `print` inside a `tf.function` runs only while tracing; `tf.print` runs every call.
+# - **Shapes unknown when traced**: tracing cannot check, so the graph is built and the
+#   error comes when it runs: `Graph execution error: Detected at node MatMul defined at
+#   (most recent call last)`, a traceback *to where the node was created*, not to a line
+#   that is executing (nothing Python is executing: the graph runs in C++).
+# - **XLA** compiles the graph for the concrete shapes of the first call, and fails in
+#   the compiler (`tf2xla conversion failed`), again pointing back at the Python line that
+#   defined the op. With shapes known at trace time it fails earlier, while tracing.
+#
+# The practical rule: debug in eager mode (`run_eagerly=True` in `compile`, or
+# `tf.config.run_functions_eagerly(True)`), then trace and compile once it runs.
+#
+# ## TensorFlow and memory
+#
+# On a GPU, TensorFlow by default **reserves nearly all of the GPU's memory** the moment
+# it first touches the device, whether the model needs it or not: a second process (or
+# PyTorch in the same notebook) then finds the GPU full. The fix is one call per GPU,
+# `tf.config.experimental.set_memory_growth(gpu, True)`: allocate as needed, grow when
+# needed. It must run **before** the GPU is initialised (the first TensorFlow operation),
+# otherwise it raises `RuntimeError: Physical devices cannot be modified after being
+# initialized`, which is why this notebook does it in its imports cell, right after
+# importing TensorFlow. (`tf.config.set_logical_device_configuration` with a
+# `memory_limit` sets a hard cap instead.) PyTorch grows on demand from the start, keeps
+# freed blocks in its caching allocator, and reports them with
+# `torch.cuda.max_memory_allocated()`; TensorFlow's figure is
+# `tf.config.experimental.get_memory_info("GPU:0")["peak"]`.
+#
+# On a CPU none of this applies: both frameworks take memory from the operating system
+# as they go, and the process's resident memory (RSS) is the figure that counts.
+
+# %%
+gpus = tf.config.list_physical_devices("GPU")
+print("GPUs TensorFlow sees:", [g.name for g in gpus] or "none")
+for gpu in gpus:
+    device = gpu.name.replace("physical_device:", "")
+    info = tf.config.experimental.get_memory_info(device)
+    print(f"{device}: memory growth {tf.config.experimental.get_memory_growth(gpu)}, "
+          f"{info['current'] / 2**20:.0f} MB in use, peak {info['peak'] / 2**20:.0f} MB")
+if not gpus:
+    print("CPU only: memory growth is a GPU setting, nothing to do here")
+rss = psutil.Process().memory_info().rss / 2**20
+print(f"this process: {rss:.0f} MB resident now, {peak_rss_mb():.0f} MB at its peak "
+      "(PyTorch and TensorFlow together)")
+
+# %% [markdown]
+# ## Retracing
+#
+# A `tf.function` is traced once per **input signature**: for each new combination of
+# tensor shapes and dtypes, and for each new *value* of a plain Python argument, it runs
+# the Python body again to build a new graph. Tracing a GPT takes a good fraction of a
+# second (XLA compilation, seconds), so a function that retraces every call is far slower
+# than plain eager code. `experimental_get_tracing_count()` tells how many graphs it has
+# built:
+
+# %%
+@tf.function
+def scaled_sum(x, scale):
+    return tf.reduce_sum(x) * scale
+
+
+calls = [((2, 8), 1.0), ((2, 8), 1.0), ((3, 8), 1.0), ((3, 8), 2.0),
+         ((3, 8), tf.constant(2.0)), ((3, 8), tf.constant(3.0))]
+for shape, scale in calls:
+    before = scaled_sum.experimental_get_tracing_count()
+    scaled_sum(tf.ones(shape), scale)
+    again = scaled_sum.experimental_get_tracing_count() > before
+    kind = "tensor" if tf.is_tensor(scale) else "Python float"
+    print(f"x {shape}, scale {float(scale)} ({kind:>12}): {'traced' if again else 'reused'}")
+
+# %% [markdown]
+# A new shape retraces; so does a new Python number (it is baked into the graph as a
+# constant), while a tensor argument of the same shape and dtype reuses the graph. Now a
+# GPT: greedy decoding without a cache calls the model on a sequence one token longer at
+# every step, a new shape each time. Wrapped in a plain `tf.function`, it retraces every
+# step (TensorFlow logs a warning about "excessive retracing"). A fixed
+# `input_signature` with `None` for the length traces **once** a graph that accepts any
+# length. `course.tf.generate` goes one step further: its KV cache has a fixed shape and
+# the position of the new token is a tensor, not a Python int, so its decoding step is
+# traced once and serves every position.
+
+# %%
+def greedy(forward, steps):
+    """Greedy decoding without a cache; returns the tokens and the seconds it took."""
+    out = prompt.astype("int32")
+    start = time.perf_counter()
+    for _ in range(steps):
+        logits = forward(tf.constant(out))
+        token = np.argmax(logits[:, -1, :], axis=-1)[:, None]  # (1, 1)
+        out = np.concatenate([out, token], axis=1).astype("int32")  # the signature's dtype
+    return out, time.perf_counter() - start
+
+
+retracing = tf.function(lambda idx: keras_model(idx))
+signed = tf.function(lambda idx: keras_model(idx),
+                     input_signature=[tf.TensorSpec((1, None), tf.int32)])
+results = {}
+for name, forward in [("eager", keras_model), ("tf.function, no signature", retracing),
+                      ("tf.function, input_signature", signed)]:
+    out, seconds = greedy(forward, RETRACE_TOKENS)
+    traces = forward.experimental_get_tracing_count() if name != "eager" else 0
+    results[name] = out
+    print(f"{name:<30} {seconds:6.2f} s for {RETRACE_TOKENS} tokens, {traces:2d} trace(s)")
+assert all(np.array_equal(out, results["eager"]) for out in results.values()), "same tokens"
+
+# %% [markdown]
+# ## Measured: one training step, five ways
+#
+# Same model shape (the preset's: batch 12 × 64 characters at full size), same batches,
+# same optimizer settings, the time of one full training step (forward, backward,
+# gradient clipping, AdamW update) in:
+#
+# - **PyTorch eager**: `course.torch.train.train_step`, the loop of chapter 05;
+# - **`torch.compile`**: the same step with the model compiled by TorchInductor (the
+#   first step compiles, 30-50 s on 2 CPU cores, a few seconds when run again: Inductor
+#   keeps what it compiled in a cache on disk; skipped in smoke mode);
+# - **Keras eager**: `model.train_step` called directly, what `compile(run_eagerly=True)`
+#   makes `fit` do: every operation dispatched from Python, one by one;
+# - **`tf.function`**: `tf.function(model.train_step)`, what `fit` does by default;
+# - **XLA**: `tf.function(model.train_step, jit_compile=True)`, what
+#   `compile(jit_compile=True)` makes `fit` do: the whole step fused and compiled.
+#
+# The first `WARMUP_STEPS` steps are not timed (tracing and compiling happen in the first
+# one, shown separately), then `TIMED_STEPS` are. Reading the loss as a Python float waits
+# for the step to finish. Memory: the process's resident memory after each variant, and
+# its peak so far (both frameworks live in this one process, so it only goes up).
+
+# %%
+from course.tf.train import configure_optimizer as keras_optimizer
+from course.torch.train import configure_optimizer as torch_optimizer
+from course.torch.train import train_step as torch_train_step
+
+del runs, start_torch, start_keras, retracing, signed  # their compiled steps: memory
+gc.collect()
+mcfg, tcfg = preset.model, preset.train
+rng = np.random.default_rng(SEED)
+batches = [data.get_batch(train_tokens, tcfg.batch_size, mcfg.block_size, rng)
+           for _ in range(WARMUP_STEPS + TIMED_STEPS)]
+
+
+def torch_variant(compiled):
+    torch.manual_seed(SEED)
+    model = TorchGPT(mcfg)
+    optimizer = torch_optimizer(model, tcfg)
+    forward = torch.compile(model) if compiled else model
+
+    def step(i, x, y):
+        return torch_train_step(forward, optimizer, lambda: (x, y), lr_at(i, tcfg), tcfg)
+
+    return step, torch.from_numpy
+
+
+def keras_variant(mode):
+    torch.manual_seed(SEED)
+    model = torch_to_keras(TorchGPT(mcfg).state_dict(), KerasGPT(mcfg))
+    optimizer = keras_optimizer(model, tcfg)
+    optimizer.build(model.trainable_variables)  # its variables exist before any tracing
+    model.compile(optimizer=optimizer)
+    if mode == "eager":
+        train_step = model.train_step
+    else:
+        train_step = tf.function(model.train_step, jit_compile=(mode == "xla"))
+    return (lambda i, x, y: train_step((x, y))["loss"]), tf.constant
+
+
+variants = {
+    "PyTorch eager": lambda: torch_variant(compiled=False),
+    "torch.compile": lambda: torch_variant(compiled=True),
+    "Keras eager": lambda: keras_variant("eager"),
+    "tf.function": lambda: keras_variant("graph"),
+    "tf.function + XLA": lambda: keras_variant("xla"),
+}
+if not TIME_TORCH_COMPILE:
+    del variants["torch.compile"]
+    print("torch.compile skipped (smoke mode): its first step alone takes 30-50 s here")
+
+measured = {}
+for name, make in variants.items():
+    step, as_tensor = make()
+    seconds, losses = [], []
+    for i, (x, y) in enumerate(batches):
+        x, y = as_tensor(x), as_tensor(y)
+        start = time.perf_counter()
+        losses.append(float(step(i, x, y)))  # float() waits for the step to finish
+        seconds.append(time.perf_counter() - start)
+    timed_ms = 1e3 * np.array(seconds[WARMUP_STEPS:])
+    measured[name] = {
+        "first step s": seconds[0],
+        "mean ms": timed_ms.mean(),
+        "median ms": float(np.median(timed_ms)),
+        "RSS MB": psutil.Process().memory_info().rss / 2**20,
+        "peak MB": peak_rss_mb(),
+        "last loss": losses[-1],
+    }
+    print(f"{name} done", flush=True)
+
+load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")  # not on Windows
+columns = ["first step s", "mean ms", "median ms", "RSS MB", "peak MB", "last loss"]
+print(f"\n{PRESET}: batch {tcfg.batch_size} x {mcfg.block_size} tokens, "
+      f"{TIMED_STEPS} timed steps after {WARMUP_STEPS} warm-up; machine load {load:.1f} "
+      f"(1-minute average) on {os.cpu_count()} cores")
+print(f"{'variant':<20}" + "".join(f"{c:>14}" for c in columns))
+for name, row in measured.items():
+    print(f"{name:<20}" + "".join(f"{row[c]:>14.{3 if c == 'last loss' else 1}f}"
+                                  for c in columns))
+
+names = list(measured)
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.2), sharey=True)
+left.barh(names, [measured[n]["mean ms"] for n in names], color=[f"C{i}" for i in range(5)])
+left.set_xlabel("ms per training step (lower is better)")
+left.set_title(f"steady state, mean of {TIMED_STEPS} steps")
+left.invert_yaxis()
+right.barh(names, [measured[n]["first step s"] for n in names], color=[f"C{i}" for i in range(5)])
+right.set_xlabel("seconds")
+right.set_title("the first step (tracing, compiling)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Every variant started from the same weights and saw the same batches, so the last
+# column agrees: five ways of computing one thing. The other columns depend on your
+# machine and on what else runs on it; rerun the cell before trusting a figure. What to
+# look for:
+#
+# - **Keras eager** is slow: hundreds of small operations dispatched one at a time from
+#   Python through Keras' layers, each paying TensorFlow's per-operation overhead (larger
+#   than PyTorch's). It is a debugging mode, not a way to train.
+# - **`tf.function`** removes that overhead: the step runs as one graph in C++. On the
+#   course's 2-core machine it was 5 to 8 times faster than Keras eager (95-145 ms a step
+#   against 730-790 ms), for 5-7 s of tracing.
+# - **XLA** fuses the element-wise work (GELU, LayerNorm, softmax, the AdamW update) into
+#   a few compiled kernels: here 10-30% faster than plain `tf.function`, for 11-12 s of
+#   compiling.
+# - **PyTorch eager** has a small per-operation overhead and nothing to trace: on a quiet
+#   2-core CPU a step of this model takes a few tens of milliseconds (the preset is sized
+#   for about 40 ms). **`torch.compile`** spends its first step compiling and gains
+#   little on a CPU at this size. On a GPU both compilers gain much more, because there
+#   every kernel launch and every round trip to memory is expensive.
+#
+# **A busy machine hits PyTorch hardest.** If the PyTorch rows show hundreds of
+# milliseconds and the load printed above the table is near or above the number of
+# cores, other processes were using the CPU. PyTorch splits every operation over its
+# threads (`torch.get_num_threads()`, one per core) and each operation waits for the
+# last of them; when one core is busy elsewhere, that wait can be a whole scheduler time
+# slice, thousands of times per step. On the course's machine, with one of its two cores
+# taken by another program, a step of this model took about 1.4 s with two threads and
+# 0.09 s with `torch.set_num_threads(1)`. TensorFlow's thread pool suffered much less.
+# Shared machines (Binder, a CI runner, a laptop compiling something) are exactly where
+# this happens: when you run several jobs at once, give each one thread.
+#
+# The first-step column is the other half of the trade: tracing and compiling cost
+# seconds, tens of seconds for a cold `torch.compile`, and are paid again on every
+# retrace. For a 2000-step run that is noise; for a test suite that trains a model for 20
+# steps, it is most of the time. As for memory, the frameworks themselves take most of
+# it (PyTorch and TensorFlow loaded together: about 900 MB); each compiler adds its share
+# (XLA the most here, about 200 MB), and a model of 800 K parameters almost nothing.
+#
+# ## What's next
+#
+# The same GPT now exists twice, and the two agree to the last bits that float32 allows.
+# The next chapters make it fast and small: attention as a Triton kernel, LoRA
+# fine-tuning, distributed training, and export to ONNX and TFLite, each measured on both
+# sides.

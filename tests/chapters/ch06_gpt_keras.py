@@ -1,0 +1,301 @@
+"""Chapter 06: plausible wrong answers for the Keras exercises (attention layer, MLP,
+pre-LayerNorm block, moving an nn.Linear into a Dense), and the library's reference of
+each, which must pass the same graded test cells.
+
+Each wrong answer replaces the whole solution cell: the class (or function) written out
+again with one thing wrong, the rest as in the solution.
+"""
+
+from autograde.probe import ReferenceAnswer, WrongAnswer
+
+REFERENCE_ANSWERS = [
+    ReferenceAnswer(
+        "keras_attention",
+        "course.tf.model.CausalSelfAttention",
+        "from course.tf.model import CausalSelfAttention as MyCausalSelfAttention",
+    ),
+    ReferenceAnswer("keras_mlp", "course.tf.model.MLP", "from course.tf.model import MLP as MyMLP"),
+    ReferenceAnswer(
+        "keras_block", "course.tf.model.Block", "from course.tf.model import Block as MyBlock"
+    ),
+    ReferenceAnswer(
+        "linear_to_dense",
+        "Keras' set_weights([kernel, bias]), the weight transposed",
+        """
+def linear_to_dense(linear, dense):
+    weights = [p.detach().numpy() for p in linear.parameters()]
+    weights[0] = weights[0].T
+    dense.set_weights(weights)
+    return dense
+""",
+    ),
+]
+
+# --------------------------------------------------------------------------------------
+# Exercise 1: the attention layer. One template, one line changed per wrong answer.
+# --------------------------------------------------------------------------------------
+
+_ATTENTION = """
+class MyCausalSelfAttention(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.n_head, self.n_embd = config.n_head, config.n_embd
+        self.c_attn = keras.layers.Dense(3 * config.n_embd, use_bias=config.bias)
+        self.c_proj = keras.layers.Dense(config.n_embd, use_bias=config.bias)
+
+    def build(self, input_shape):
+        self.c_attn.build(input_shape)
+        self.c_proj.build(input_shape)
+
+    def call(self, x):
+        B, T = ops.shape(x)[0], ops.shape(x)[1]
+        hs = self.n_embd // self.n_head
+        q, k, v = ops.split(self.c_attn(x), 3, axis=-1)
+        q, k, v = HEADS
+        scores = SCORES
+        visible = ops.arange(T)[None, :] <= ops.arange(T)[:, None]
+        ATTEND
+        y = MERGE
+        return self.c_proj(y)
+"""
+
+_HEADS = "[ops.transpose(ops.reshape(t, (B, T, self.n_head, hs)), (0, 2, 1, 3)) for t in (q, k, v)]"
+_SCORES = "ops.matmul(q, ops.swapaxes(k, -1, -2)) / math.sqrt(hs)"
+_ATTEND = "y = ops.matmul(ops.softmax(ops.where(visible, scores, float('-inf')), axis=-1), v)"
+_MERGE = "ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (B, T, self.n_embd))"
+
+
+def _attention(heads=_HEADS, scores=_SCORES, attend=_ATTEND, merge=_MERGE) -> str:
+    return (
+        _ATTENTION.replace("HEADS", heads)
+        .replace("SCORES", scores)
+        .replace("ATTEND", attend)
+        .replace("MERGE", merge)
+    )
+
+
+_ATTENTION_WRONG = [
+    WrongAnswer(
+        "keras_attention",
+        "no causal mask: every token sees the future",
+        _attention(attend="y = ops.matmul(ops.softmax(scores, axis=-1), v)"),
+    ),
+    WrongAnswer(
+        "keras_attention",
+        "no 1/sqrt(hs) scale",
+        _attention(scores="ops.matmul(q, ops.swapaxes(k, -1, -2))"),
+    ),
+    WrongAnswer(
+        "keras_attention",
+        "scaled by 1/sqrt(n_embd) instead of 1/sqrt(head size)",
+        _attention(scores="ops.matmul(q, ops.swapaxes(k, -1, -2)) / math.sqrt(self.n_embd)"),
+    ),
+    WrongAnswer(
+        "keras_attention",
+        "mask applied after the softmax (rows no longer sum to 1)",
+        _attention(
+            attend="y = ops.matmul(ops.where(visible, ops.softmax(scores, axis=-1), 0.0), v)"
+        ),
+    ),
+    WrongAnswer(
+        "keras_attention",
+        "heads reshaped straight to (B, nh, T, hs), without the transpose",
+        _attention(heads="[ops.reshape(t, (B, self.n_head, T, hs)) for t in (q, k, v)]"),
+    ),
+    WrongAnswer(
+        "keras_attention",
+        "heads merged back by reshape alone, without transposing (B, nh, T, hs) first",
+        _attention(merge="ops.reshape(y, (B, T, self.n_embd))"),
+    ),
+    WrongAnswer(
+        "keras_attention",
+        "mask flipped: each token sees itself and the future, not the past",
+        _attention(
+            attend="y = ops.matmul(ops.softmax(ops.where(ops.transpose(visible), scores, "
+            "float('-inf')), axis=-1), v)"
+        ),
+    ),
+]
+
+# --------------------------------------------------------------------------------------
+# Exercise 2: the MLP.
+# --------------------------------------------------------------------------------------
+
+_MLP = """
+class MyMLP(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.c_fc = keras.layers.Dense(WIDTH * config.n_embd, use_bias=config.bias)
+        self.c_proj = keras.layers.Dense(config.n_embd, use_bias=config.bias)
+
+    def build(self, input_shape):
+        self.c_fc.build(input_shape)
+        self.c_proj.build((*input_shape[:-1], WIDTH * input_shape[-1]))
+
+    def call(self, x):
+        return self.c_proj(ACTIVATION(self.c_fc(x)))
+"""
+
+
+def _mlp(activation: str, width: str = "4") -> str:
+    return _MLP.replace("WIDTH", width).replace("ACTIVATION", activation)
+
+
+_MLP_WRONG = [
+    WrongAnswer(
+        "keras_mlp",
+        "keras.activations.gelu with its default: the exact (erf) GELU",
+        _mlp("keras.activations.gelu"),
+    ),
+    WrongAnswer(
+        "keras_mlp",
+        "ops.gelu(approximate=False): the exact GELU, asked for explicitly",
+        _mlp("(lambda h: ops.gelu(h, approximate=False))"),
+    ),
+    WrongAnswer("keras_mlp", "ReLU instead of GELU", _mlp("ops.relu")),
+    WrongAnswer(
+        "keras_mlp",
+        "tanh GELU without the 0.044715 x^3 term",
+        _mlp("(lambda h: 0.5 * h * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * h)))"),
+    ),
+    WrongAnswer("keras_mlp", "no activation at all", _mlp("(lambda h: h)")),
+]
+
+# --------------------------------------------------------------------------------------
+# Exercise 3: the block.
+# --------------------------------------------------------------------------------------
+
+_BLOCK = """
+class MyBlock(keras.layers.Layer):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.ln_1 = keras.layers.LayerNormalization(LN_ARGS)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = keras.layers.LayerNormalization(LN_ARGS)
+        self.mlp = MLP(config)
+
+    def build(self, input_shape):
+        for layer in (self.ln_1, self.attn, self.ln_2, self.mlp):
+            layer.build(input_shape)
+
+    def call(self, x):
+BODY
+"""
+
+_PRE_LN = """\
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))"""
+
+
+def _block(body: str = _PRE_LN, ln_args: str = "epsilon=config.layer_norm_eps, "
+           "center=config.bias") -> str:  # fmt: skip
+    return _BLOCK.replace("LN_ARGS", ln_args).replace("BODY", body)
+
+
+_BLOCK_WRONG = [
+    WrongAnswer(
+        "keras_block",
+        "post-LN: normalise after adding (the original Transformer)",
+        _block(
+            """\
+        x = self.ln_1(x + self.attn(x))
+        return self.ln_2(x + self.mlp(x))"""
+        ),
+    ),
+    WrongAnswer(
+        "keras_block",
+        "no residual around the attention",
+        _block(
+            """\
+        x = self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))"""
+        ),
+    ),
+    WrongAnswer(
+        "keras_block",
+        "no residual around the MLP",
+        _block(
+            """\
+        x = x + self.attn(self.ln_1(x))
+        return self.mlp(self.ln_2(x))"""
+        ),
+    ),
+    WrongAnswer(
+        "keras_block",
+        "both sub-layers read the block's input (parallel, not sequential)",
+        _block(
+            """\
+        return x + self.attn(self.ln_1(x)) + self.mlp(self.ln_2(x))"""
+        ),
+    ),
+    WrongAnswer(
+        "keras_block",
+        "ln_1 used twice (ln_2 never used)",
+        _block(
+            """\
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_1(x))"""
+        ),
+    ),
+    WrongAnswer(
+        "keras_block",
+        "LayerNormalization with Keras' default epsilon (1e-3, not 1e-5)",
+        _block(ln_args="center=config.bias"),
+    ),
+    WrongAnswer(
+        "keras_block",
+        "LayerNormalization always with a beta (center=True), even without biases",
+        _block(ln_args="epsilon=config.layer_norm_eps"),
+    ),
+]
+
+# --------------------------------------------------------------------------------------
+# Exercise 4: one nn.Linear into a Dense.
+# --------------------------------------------------------------------------------------
+
+_LINEAR_WRONG = [
+    WrongAnswer(
+        "linear_to_dense",
+        "no transpose: the (out, in) weight used as the (in, out) kernel",
+        """
+def linear_to_dense(linear, dense):
+    dense.kernel.assign(linear.weight.detach().numpy())
+    if linear.bias is not None:
+        dense.bias.assign(linear.bias.detach().numpy())
+    return dense
+""",
+    ),
+    WrongAnswer(
+        "linear_to_dense",
+        "reshape instead of transpose: the right shape, the wrong matrix",
+        """
+def linear_to_dense(linear, dense):
+    weight = linear.weight.detach().numpy()
+    dense.kernel.assign(weight.reshape(weight.shape[1], weight.shape[0]))
+    if linear.bias is not None:
+        dense.bias.assign(linear.bias.detach().numpy())
+    return dense
+""",
+    ),
+    WrongAnswer(
+        "linear_to_dense",
+        "the bias is left behind",
+        """
+def linear_to_dense(linear, dense):
+    dense.kernel.assign(linear.weight.detach().numpy().T)
+    return dense
+""",
+    ),
+    WrongAnswer(
+        "linear_to_dense",
+        "copies the weights but returns nothing",
+        """
+def linear_to_dense(linear, dense):
+    dense.kernel.assign(linear.weight.detach().numpy().T)
+    if linear.bias is not None:
+        dense.bias.assign(linear.bias.detach().numpy())
+""",
+    ),
+]
+
+WRONG_ANSWERS = [*_ATTENTION_WRONG, *_MLP_WRONG, *_BLOCK_WRONG, *_LINEAR_WRONG]
