@@ -12,6 +12,7 @@ Shapes: B batch, T tokens, C = n_embd, nh heads of hs.
 from __future__ import annotations
 
 import math
+import warnings
 
 from course import runtime
 from course.config import GPTConfig
@@ -19,6 +20,10 @@ from course.config import GPTConfig
 keras = runtime.import_keras()  # TensorFlow backend, loaded safely beside Triton
 tf = runtime.import_tensorflow()
 ops = keras.ops
+
+# One query over one key (T = S = 1, e.g. a one-token prompt) is a softmax over an axis of
+# size 1: correct here (the weight is 1), but Keras warns about it on every call.
+warnings.filterwarnings("ignore", message="You are using a softmax over axis", category=UserWarning)
 
 
 def lm_loss(targets, logits):
