@@ -3,7 +3,8 @@
 python -m autograde release [ASSIGNMENT ...]   regenerate notebooks/ from solutions/
 python -m autograde check [ASSIGNMENT ...]     fail if notebooks/ is stale, a solution
                                                fails its tests, or a stub passes one
-python -m autograde grade SUBMISSIONS --out DIR
+python -m autograde grade SUBMISSIONS --out DIR  autograde a class, each submission in a
+                                               sandbox: grades.csv, gradebook, feedback
 """
 
 from __future__ import annotations
@@ -35,6 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument(
         "--cell-timeout", type=int, default=120, help="seconds per cell (default 120)"
     )
+    p_grade.add_argument(
+        "--db", default=None, help="gradebook URL, e.g. postgresql://user:pw@host/name "
+        "(default: SQLite in OUT/gradebook.db)",
+    )  # fmt: skip
+    options = [
+        ("--workers", int, "submissions graded at once (default: one per core, up to 4)"),
+        ("--roster", Path, "CSV of students (id[,first_name,last_name,email])"),
+        ("--due", str, 'due date of the graded assignments, "YYYY-MM-DD HH:MM" (UTC)'),
+        ("--memory-mb", int, "address-space limit of each student kernel (default 4096)"),
+        ("--max-processes", int, "processes + threads of each student sandbox (default 64)"),
+    ]
+    for flag, kind, text in options:
+        p_grade.add_argument(flag, type=kind, default=None, help=text)
+    p_grade.add_argument(
+        "--show-hidden-tests", action="store_true", help="feedback shows hidden test source"
+    )
 
     args = parser.parse_args(argv)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -64,20 +81,37 @@ def main(argv: list[str] | None = None) -> int:
         print("check passed" if report.ok else f"check failed: {len(report.problems)} problem(s)")
         return 0 if report.ok else 1
     if args.command == "grade":
+        from collections import Counter
+        from dataclasses import replace
+
         from .grade import grade
+        from .sandbox import Limits
 
         try:
+            limits = Limits()
+            if args.memory_mb is not None:
+                limits = replace(limits, memory_mb=args.memory_mb)
+            if args.max_processes is not None:
+                limits = replace(limits, processes=args.max_processes)
             rows = grade(
                 args.submissions,
                 args.out,
+                db=args.db,
+                workers=args.workers,
                 timeout=args.timeout,
                 cell_timeout=args.cell_timeout,
+                limits=limits,
+                hide_hidden_tests=not args.show_hidden_tests,
+                roster=args.roster,
+                due=args.due,
                 log=log,
             )
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        print(f"graded {len(rows)} submission(s) into {args.out / 'grades.csv'}")
+        counts = Counter(row.status for row in rows)
+        summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        print(f"{len(rows)} row(s) in {args.out / 'grades.csv'}: {summary or 'none'}")
         return 0
     return 2  # unreachable: argparse requires a command
 

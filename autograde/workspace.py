@@ -59,12 +59,19 @@ class Result:
     timed_out: bool = False
 
 
-def run(args: list[str], cwd: Path, timeout: float | None = None, smoke: bool = True) -> Result:
-    """Run ``python -m nbgrader ARGS`` in ``cwd``; on timeout kill its whole process group."""
+def run(
+    args: list[str],
+    cwd: Path,
+    timeout: float | None = None,
+    smoke: bool = True,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run ``python -m nbgrader ARGS`` in ``cwd`` (``env`` added to its environment); on
+    timeout kill its whole process group."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "nbgrader", *args],
         cwd=cwd,
-        env=tool_env(smoke),
+        env={**tool_env(smoke), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -106,20 +113,28 @@ class CourseFolder:
     Use as a context manager; the folder is deleted on exit unless ``keep=True``.
     """
 
-    def __init__(self, keep: bool = False, exec_timeout: int | None = None):
-        self.root = Path(tempfile.mkdtemp(prefix="twin-gpt-course-"))
+    def __init__(
+        self,
+        keep: bool = False,
+        exec_timeout: int | None = None,
+        db_url: str | None = None,
+        extra_config: list[str] | tuple[str, ...] = (),
+    ):
+        self.root = Path(tempfile.mkdtemp(prefix="twin-gpt-course-"))  # mode 0700
         self.keep = keep
         self.db_path = self.root / "gradebook.db"
+        self.db_url = db_url or f"sqlite:///{self.db_path}"
         lines = [
             f"load_subconfig({str(CONFIG)!r})",
             "c = get_config()",
             f"c.CourseDirectory.root = {str(self.root)!r}",
             "c.CourseDirectory.source_directory = 'source'",
             "c.CourseDirectory.release_directory = 'release'",
-            f"c.CourseDirectory.db_url = 'sqlite:///{self.db_path}'",
+            f"c.CourseDirectory.db_url = {self.db_url!r}",
         ]
         if exec_timeout is not None:
             lines.append(f"c.Execute.timeout = {int(exec_timeout)}")
+        lines += list(extra_config)
         (self.root / "nbgrader_config.py").write_text("\n".join(lines) + "\n")
 
     def __enter__(self) -> CourseFolder:
@@ -128,10 +143,6 @@ class CourseFolder:
     def __exit__(self, *exc) -> None:
         if not self.keep:
             shutil.rmtree(self.root, ignore_errors=True)
-
-    @property
-    def db_url(self) -> str:
-        return f"sqlite:///{self.db_path}"
 
     def add_source(self, assignment: str, source: Path = SOLUTIONS) -> None:
         """Copy an assignment's source folder in, leaving out its py:percent twin."""

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, TOY, edit_cell, write_toy
 
 from autograde import notebooks
-from autograde.grade import grade
+from autograde.grade import FIELDS, grade
 from autograde.release import check, release
 
 QUIET = {"log": lambda msg: None}
@@ -24,7 +24,7 @@ QUIET = {"log": lambda msg: None}
 def _read_csv(path: Path) -> dict[str, dict[str, str]]:
     with path.open() as fh:
         rows = list(csv.DictReader(fh))
-    assert rows and list(rows[0]) == ["student_id", "assignment", "score", "max_score", "status"]
+    assert rows and tuple(rows[0]) == FIELDS
     return {f"{r['student_id']}/{r['assignment']}": r for r in rows}
 
 
@@ -36,6 +36,11 @@ def _repo_snapshot() -> dict[str, float]:
         for p in REPO.rglob("*")
         if p.is_file() and not skip & set(p.relative_to(REPO).parts)
     }
+
+
+def rows_notes(out: Path, student: str) -> str:
+    with (out / "grades.csv").open() as fh:
+        return next(r["notes"] for r in csv.DictReader(fh) if r["student_id"] == student)
 
 
 # --- release ------------------------------------------------------------------------------
@@ -134,18 +139,18 @@ def test_grade_scores_every_submission_and_survives_bad_ones(toy_course, tmp_pat
     _submit(subs, "bob", release_nb)  # untouched release: nothing
     broken = _submit(subs, "carol", release_nb)
     broken.write_text(broken.read_text()[:200])  # truncated JSON
-    # dave answers `add`, then loops forever in `mul`: the cell timeout interrupts it
-    # and `add` still scores.
+    # dave answers `add`, then loops forever in `mul`: the cell timeout stops it, and the
+    # row says so (a status other than ok scores 0).
     looping = edit_cell(release_nb, "add", "def add(a, b):\n    return a + b\n", subs / "x.ipynb")
     edit_cell(looping, "mul", "while True:\n    pass\n")
     _submit(subs, "dave", looping)
-    # erin leaves the stubs and rewrites the test cells to pass: locked cells are restored.
+    # erin leaves the stubs and rewrites a test cell to pass: refused as handed in.
     tampered = edit_cell(release_nb, "test_add", "pass\n", subs / "y.ipynb")
     edit_cell(tampered, "test_mul", "pass\n")
     _submit(subs, "erin", tampered)
     (subs / "frank" / TOY).mkdir(parents=True)  # handed in nothing
     _submit(subs, "hank", release_nb).write_text("{}")  # JSON, but not a notebook
-    # ivan's kernel dies in the middle: an error, not a quiet zero.
+    # ivan's kernel dies in the middle: a status of its own, not a quiet zero.
     _submit(
         subs, "ivan", edit_cell(release_nb, "add", "import os\nos._exit(1)\n", subs / "z.ipynb")
     )
@@ -161,13 +166,13 @@ def test_grade_scores_every_submission_and_survives_bad_ones(toy_course, tmp_pat
     expect = {
         "alice": ("3.0", "ok"),
         "bob": ("0.0", "ok"),
-        "carol": ("0.0", "invalid"),
-        "dave": ("1.0", "ok"),
-        "erin": ("0.0", "ok"),
+        "carol": ("0.0", "invalid-notebook"),
+        "dave": ("0.0", "timeout"),
+        "erin": ("0.0", "test-cell-changed"),
         "frank": ("0.0", "missing"),
-        "bad id": ("0.0", "invalid"),
-        "hank": ("0.0", "invalid"),
-        "ivan": ("0.0", "error"),
+        "bad id": ("0.0", "invalid-student-id"),
+        "hank": ("0.0", "invalid-notebook"),
+        "ivan": ("0.0", "kernel-died"),
     }
     for student, (score, status) in expect.items():
         row = rows.pop(f"{student}/{TOY}")
@@ -176,9 +181,9 @@ def test_grade_scores_every_submission_and_survives_bad_ones(toy_course, tmp_pat
     assert rows == {}
     feedback = out / "feedback" / "alice" / TOY / f"{TOY}.html"
     assert feedback.is_file() and "Score: 3.0 / 3.0" in feedback.read_text()
-    dave = (out / "feedback" / "dave" / TOY / f"{TOY}.html").read_text()
-    assert "Score: 1.0 / 3.0" in dave
-    assert "not a readable notebook" in (out / "logs" / f"carol__{TOY}.log").read_text()
+    assert "mul" in rows_notes(out, "dave") and "CellTimeoutError" in rows_notes(out, "dave")
+    assert "not a readable notebook" in rows_notes(out, "carol")
+    assert "test_add" in rows_notes(out, "erin")
     assert not (out / "feedback" / "carol").exists()
 
 

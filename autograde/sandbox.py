@@ -1,0 +1,338 @@
+"""The sandbox a student's kernel runs in while nbgrader grades it.
+
+nbgrader runs every cell of a submission as the user who grades. Here nbgrader itself still
+runs as that user (it must read the gradebook and write grades), but the *kernel* it starts
+is launched through this module's kernel launcher, which, before it turns into ipykernel:
+
+- moves into a scratch folder holding only the release's input files (its HOME too);
+- replaces the environment with a short list of harmless variables (no secrets);
+- sets resource limits: address space (memory), processes and threads, file size (output
+  written to disk), CPU seconds, no core files;
+- where the machine allows it (running as root): hides the instructor's folders (the
+  course's solutions/, the grading output with its gradebook, the submissions of the whole
+  class) behind empty read-only mounts in a private mount namespace, cuts the network off
+  (a fresh network namespace with no interface up) and finally drops to an unprivileged
+  user id of its own, so files the grader owns with private permissions stay unreadable.
+
+The kernel talks to nbgrader over Unix sockets in the scratch folder (jupyter's "ipc"
+transport), which is what lets it live without a network. `isolation()` reports what
+this machine allows; README.md ("Grading a class") says what is and is not isolated.
+
+The launcher is run as ``python -m autograde.sandbox SETTINGS.json -f CONNECTION_FILE``
+from a kernel spec that `kernel_spec` writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import resource
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+KERNEL_NAME = "twin-gpt-sandbox"
+# Linux clone flags and mount flags (linux/sched.h, linux/mount.h).
+CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 1, 2, 4, 8, 4096
+MS_REC, MS_PRIVATE = 16384, 1 << 18
+# Variables a kernel may keep; everything else (tokens, passwords, cloud keys) is dropped.
+KEPT_VARIABLES = (
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "COURSE_SMOKE",
+    "COURSE_DATA_DIR",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TRITON_INTERPRET",
+    "JPY_PARENT_PID",
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one student kernel may use. Defaults fit every chapter at its smoke size."""
+
+    memory_mb: int = 4096  # address space of each kernel process (torch + TF use ~2 GB)
+    processes: int = 64  # processes and threads of the sandbox user (a kernel uses ~10)
+    file_mb: int = 64  # the largest file a kernel may write
+    cpu_seconds: int = 3600  # CPU time of each kernel process: a backstop to the timeouts
+    open_files: int = 1024
+    threads: int = 1  # OMP/MKL threads per kernel: one core each for parallel workers
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"Limits.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass
+class Settings:
+    """Everything the launcher needs, written to a root-only file for each worker."""
+
+    scratch: str
+    repo: str
+    python_path: list[str] = field(default_factory=list)
+    uid: int | None = None  # drop to this user (only when started as root)
+    gid: int | None = None
+    hide: list[str] = field(default_factory=list)  # folders to cover with empty mounts
+    isolate_network: bool = True
+    limits: Limits = field(default_factory=Limits)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def write(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+        path.chmod(0o600)
+
+    @classmethod
+    def read(cls, path: Path) -> Settings:
+        data = json.loads(Path(path).read_text())
+        data["limits"] = Limits(**data["limits"])
+        return cls(**data)
+
+
+# --- what the machine allows ----------------------------------------------------------------
+
+
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _unshare(flags: int) -> None:
+    if _libc().unshare(flags) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"unshare({flags:#x}): {os.strerror(errno)}")
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    libc = _libc()
+    libc.mount.argtypes = [ctypes.c_char_p] * 3 + [ctypes.c_ulong, ctypes.c_char_p]
+    encode = lambda s: None if s is None else s.encode()  # noqa: E731
+    if libc.mount(encode(source), encode(target), encode(fstype), flags, encode(data)) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
+
+
+def _umount(target: str) -> None:
+    libc = _libc()
+    if libc.umount2(target.encode(), 2) != 0:  # MNT_DETACH
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"umount {target}: {os.strerror(errno)}")
+
+
+def _closed_ancestor(path: Path) -> tuple[Path, Path] | None:
+    """The highest folder above `path` that other users cannot enter (like /root when
+    Python lives in /root/.pyenv), with its child on the way to `path`; None if open."""
+    for parent in reversed(path.parents):
+        if parent != path and not parent.stat().st_mode & 0o001:
+            child = parent / path.relative_to(parent).parts[0]
+            return parent, child
+    return None
+
+
+def _expose(path: Path, stage: Path) -> None:
+    """Make `path` reachable for the sandbox user, in this mount namespace only: a closed
+    folder above it is replaced by an empty open one holding just the way to `path`."""
+    found = _closed_ancestor(path)
+    if found is None:
+        return
+    closed, child = found
+    stage.mkdir(mode=0o700, exist_ok=True)
+    _mount(str(child), str(stage), None, MS_BIND | MS_REC, None)
+    _mount("tmpfs", str(closed), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
+    target = closed / child.name
+    target.mkdir(mode=0o755) if child.is_dir() or stage.is_dir() else target.touch()
+    _mount(str(stage), str(target), None, MS_BIND | MS_REC, None)
+    _umount(str(stage))
+
+
+def isolation() -> dict[str, bool]:
+    """What this machine lets the sandbox do, each tried in a throw-away child process:
+    {"separate_user", "hidden_folders", "no_network"}."""
+    report = {"separate_user": os.geteuid() == 0}
+    for name, flags in (("hidden_folders", CLONE_NEWNS), ("no_network", CLONE_NEWNET)):
+        if os.geteuid() != 0:
+            report[name] = False
+            continue
+        pid = os.fork()
+        if pid == 0:  # the child tries and reports by its exit code; the parent is untouched
+            try:
+                _unshare(flags)
+                if flags == CLONE_NEWNS:
+                    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        report[name] = os.waitstatus_to_exitcode(status) == 0
+    return report
+
+
+def sandbox_ids(worker: int, base: int = 61000) -> tuple[int, int]:
+    """The (uid, gid) of worker `worker`'s students: ids no account on the machine uses,
+    one per worker so that each worker's process limit and clean-up are its own."""
+    import pwd
+
+    used = {p.pw_uid for p in pwd.getpwall()}
+    uid = base + worker
+    while uid in used:
+        uid += 100
+    return uid, uid
+
+
+def kill_user(uid: int, wait: float = 5.0) -> int:
+    """Kill every process of `uid` (what a kernel left behind: forks, sleepers) and wait up
+    to `wait` seconds for them to be gone; the number killed."""
+    import psutil
+
+    victims = []
+    for proc in psutil.process_iter(["uids"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["uids"] and proc.info["uids"].real == uid:
+                proc.kill()
+                victims.append(proc)
+    psutil.wait_procs(victims, timeout=wait)
+    return len(victims)
+
+
+# --- set-up done by the grader -----------------------------------------------------------------
+
+
+def kernel_spec(folder: Path, settings_file: Path) -> Path:
+    """Write a kernel spec that starts kernels through this launcher; return the folder to
+    put on JUPYTER_PATH (the spec lives in its kernels/ subfolder)."""
+    spec = folder / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "autograde.sandbox",
+        str(settings_file),
+        "-f",
+        "{connection_file}",
+    ]
+    kernel = {"argv": argv, "display_name": "Python 3 (grading sandbox)", "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps(kernel, indent=1))
+    return folder
+
+
+def prepare_scratch(settings: Settings, inputs: Path | None) -> Path:
+    """An empty scratch folder for the next kernel, holding a copy of `inputs`' files (the
+    release folder, notebooks left out), owned by the sandbox user."""
+    scratch = Path(settings.scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True, mode=0o700)
+    if inputs is not None:
+        for item in inputs.iterdir():
+            if item.suffix == ".ipynb" or item.name.startswith("."):
+                continue
+            copy = shutil.copytree if item.is_dir() else shutil.copy2
+            copy(item, scratch / item.name)
+    if settings.uid is not None:
+        for path in [scratch, *scratch.rglob("*")]:
+            os.lchown(path, settings.uid, settings.gid)
+    return scratch
+
+
+# --- the launcher, run as the kernel ---------------------------------------------------------
+
+
+def _kernel_env(settings: Settings) -> dict[str, str]:
+    venv_bin = str(Path(sys.executable).parent)
+    env = {k: os.environ[k] for k in KEPT_VARIABLES if k in os.environ}
+    threads = str(settings.limits.threads)
+    env.update(
+        PATH=os.pathsep.join([venv_bin, "/usr/local/bin", "/usr/bin", "/bin"]),
+        HOME=settings.scratch,
+        USER="student",
+        LOGNAME="student",
+        TMPDIR=settings.scratch,
+        PYTHONPATH=os.pathsep.join(settings.python_path),
+        MPLBACKEND="Agg",
+        MPLCONFIGDIR=str(Path(settings.scratch) / ".config" / "matplotlib"),
+        XDG_CACHE_HOME=str(Path(settings.scratch) / ".cache"),
+        OMP_NUM_THREADS=threads,
+        MKL_NUM_THREADS=threads,
+        LANG=env.get("LANG", "C.UTF-8"),
+    )
+    env.update(settings.env)
+    return env
+
+
+def _set_limits(limits: Limits) -> None:
+    mb = 1 << 20
+    for which, value in (
+        (resource.RLIMIT_AS, limits.memory_mb * mb),
+        (resource.RLIMIT_NPROC, limits.processes),
+        (resource.RLIMIT_FSIZE, limits.file_mb * mb),
+        (resource.RLIMIT_CPU, limits.cpu_seconds),
+        (resource.RLIMIT_NOFILE, limits.open_files),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        resource.setrlimit(which, (value, value))
+
+
+def launch(settings: Settings, connection_file: str) -> None:
+    """Turn this process into a sandboxed ipykernel (never returns)."""
+    scratch = Path(settings.scratch)
+    # The connection file sits in the grader's private runtime folder: hand the kernel a copy.
+    connection = scratch / ".kernel.json"
+    shutil.copyfile(connection_file, connection)
+    notes = []
+    if os.geteuid() == 0:
+        if settings.hide:
+            try:
+                _unshare(CLONE_NEWNS)
+                _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+                for folder in settings.hide:
+                    if Path(folder).is_dir():
+                        flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+                        _mount("tmpfs", folder, "tmpfs", flags, "size=4k,mode=000")
+                if settings.uid is not None:  # the interpreter may sit in a closed folder
+                    for needed in {Path(sys.base_prefix), Path(sys.executable).resolve()}:
+                        _expose(needed, scratch.parent / f".{scratch.name}-stage")
+            except OSError as err:
+                notes.append(f"instructor folders not hidden ({err})")
+        if settings.isolate_network:
+            try:
+                _unshare(CLONE_NEWNET)
+            except OSError as err:
+                notes.append(f"network not cut off ({err})")
+    elif settings.isolate_network:
+        try:  # without root, a user namespace may still bring a network namespace
+            _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+        except OSError as err:
+            notes.append(f"network not cut off ({err})")
+    _set_limits(settings.limits)
+    if settings.uid is not None and os.geteuid() == 0:
+        os.lchown(connection, settings.uid, settings.gid)
+        os.setgroups([])
+        os.setgid(settings.gid)
+        os.setuid(settings.uid)
+    os.umask(0o077)
+    os.chdir(scratch)
+    for note in notes:  # the kernel's stderr goes to the grading log, not to the notebook
+        print(f"grading sandbox: {note}", file=sys.stderr, flush=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        str(connection),
+        "--HistoryManager.hist_file=:memory:",
+    ]
+    os.execve(sys.executable, argv, _kernel_env(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 3 or argv[1] != "-f":
+        sys.exit("usage: python -m autograde.sandbox SETTINGS.json -f CONNECTION_FILE")
+    launch(Settings.read(Path(argv[0])), argv[2])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""What can be wrong with a submission, before and after it runs.
+
+Before: a notebook is compared with the release the student was given. A graded or answer
+cell that is gone or appears twice, or a test cell whose source was edited, makes the
+submission ungradable as handed in (nbgrader would quietly restore or skip those cells).
+After: the executed notebook tells whether a limit stopped it (a cell timed out, memory
+or processes ran out).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"  # nbgrader's
+# Statuses of a grades.csv row. Any status but "ok" comes with a score of 0.
+STATUSES = {
+    "ok": "graded",
+    "missing": "no notebook was handed in",
+    "invalid-notebook": "a notebook is not valid JSON or not a notebook",
+    "invalid-student-id": "the student folder's name is not a usable id",
+    "unknown-assignment": "no such assignment in the course",
+    "missing-cell": "a graded or answer cell of the release is gone",
+    "duplicated-cell": "a graded or answer cell appears more than once",
+    "test-cell-changed": "a test cell's source differs from the release",
+    "timeout": "a cell ran past the cell time limit, or the notebook past its own",
+    "memory-limit": "the kernel ran out of its memory (address-space) limit",
+    "process-limit": "the kernel hit its limit on processes and threads",
+    "kernel-died": "the kernel died while the notebook ran (os._exit, a crash)",
+    "error": "grading failed for another reason: see the log",
+}
+
+
+def _nbgrader(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def graded_cells(nb) -> dict[str, object]:
+    """The release's cells that grading depends on: answer and test cells, by grade_id."""
+    cells = {}
+    for cell in nb.cells:
+        meta = _nbgrader(cell)
+        if meta.get("grade") or meta.get("solution"):
+            cells[meta["grade_id"]] = cell
+    return cells
+
+
+def _source(cell) -> str:
+    """A cell's source, hidden tests left out (an instructor's own notebook has them: it
+    must pass as unchanged), compared line by line without trailing blanks."""
+    text = cell.get("source", "")
+    text = "".join(text) if isinstance(text, list) else text
+    lines, hidden = [], False
+    for line in text.strip().splitlines():
+        if line.strip() == BEGIN_HIDDEN:
+            hidden = True
+        elif line.strip() == END_HIDDEN:
+            hidden = False
+        elif not hidden:
+            lines.append(line.rstrip())
+    return "\n".join(lines).strip()
+
+
+def structure_problem(submitted, release) -> tuple[str, str] | None:
+    """(status, note) if `submitted` lost, doubled or edited a cell of `release`; else None."""
+    expected = graded_cells(release)
+    counts = Counter(_nbgrader(cell).get("grade_id") for cell in submitted.cells)
+    gone = [grade_id for grade_id in expected if counts[grade_id] == 0]
+    if gone:
+        return "missing-cell", f"cell(s) {', '.join(gone)} removed"
+    twice = [grade_id for grade_id in expected if counts[grade_id] > 1]
+    if twice:
+        return "duplicated-cell", f"cell(s) {', '.join(twice)} appear more than once"
+    by_id = {_nbgrader(cell).get("grade_id"): cell for cell in submitted.cells}
+    for grade_id, cell in expected.items():
+        meta = _nbgrader(cell)
+        if meta.get("grade") and not meta.get("solution"):  # a test cell: read-only
+            if _source(by_id[grade_id]) != _source(cell):
+                return "test-cell-changed", f"test cell {grade_id} was edited"
+    return None
+
+
+def _error_status(ename: str, evalue: str) -> str | None:
+    if ename == "CellTimeoutError":  # nbgrader's error for a cell past Execute.timeout
+        return "timeout"
+    if ename == "MemoryError":
+        return "memory-limit"
+    if ename == "BlockingIOError" or "Resource temporarily unavailable" in evalue:
+        return "process-limit"
+    if "can't start new thread" in evalue:
+        return "process-limit"
+    return None
+
+
+def limit_hit(executed) -> tuple[str, str] | None:
+    """(status, note) if an executed notebook shows a cell stopped by a limit; else None."""
+    for index, cell in enumerate(executed.cells):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") != "error":
+                continue
+            status = _error_status(output.get("ename", ""), output.get("evalue", ""))
+            if status:
+                where = _nbgrader(cell).get("grade_id") or f"cell {index + 1}"
+                return status, f"{where}: {output.get('ename')} {output.get('evalue', '')}"
+    return None

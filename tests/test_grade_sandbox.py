@@ -1,0 +1,358 @@
+"""Grading untrusted notebooks: the sandbox, statuses, resuming, roster and lateness.
+
+These run the toy assignment (no framework: a kernel starts in about a second). The
+class of 40 hostile submissions for the real chapters is in test_grade_class.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from conftest import REPO, TOY, edit_cell
+from postgres import postgres_url_fixture  # noqa: F401  (the `postgres_url` fixture)
+
+from autograde import sandbox, submission
+from autograde.grade import FIELDS, grade, read_roster
+
+QUIET = {"log": lambda msg: None}
+ISOLATION = sandbox.isolation()
+needs_isolation = pytest.mark.skipif(
+    not all(ISOLATION.values()),
+    reason=f"this machine does not allow the full sandbox (not root, or no namespaces): "
+    f"{ISOLATION}",
+)
+
+
+def _rows(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "grades.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and tuple(rows[0]) == FIELDS
+    keys = [r["student_id"] for r in rows]
+    assert len(keys) == len(set(keys)), f"a student has two rows: {keys}"
+    return {r["student_id"]: r for r in rows}
+
+
+def _submit(subs: Path, student: str, nb: Path) -> Path:
+    dest = subs / student / TOY / f"{TOY}.ipynb"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(nb, dest)
+    return dest
+
+
+def _answer(release_nb: Path, dest: Path, add: str, mul: str = "") -> Path:
+    """The release notebook with `add` (and `mul`) answered by the given code."""
+    edit_cell(release_nb, "add", textwrap.dedent(add), dest)
+    return edit_cell(dest, "mul", mul or "def mul(a, b):\n    return a * b\n")
+
+
+ADD = "def add(a, b):\n    return a + b\n"
+
+
+class _Listener:
+    """A TCP server on 127.0.0.1 that counts connections (the network a kernel must not
+    reach); bounded: it stops on close."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port, self.count, self._stop = self.sock.getsockname()[1], 0, False
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.count += 1
+            conn.close()
+
+    def close(self):
+        self._stop = True
+        self.thread.join(5)
+        self.sock.close()
+
+
+# --- checks before running ----------------------------------------------------------------
+
+
+def test_structure_problems_are_named(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    release_nb = nbformat.read(release_dir / TOY / f"{TOY}.ipynb", as_version=4)
+    source_nb = nbformat.read(solutions / TOY / f"{TOY}.ipynb", as_version=4)
+    assert submission.structure_problem(release_nb, release_nb) is None
+    # The instructor's notebook (hidden tests included) counts as unchanged.
+    assert submission.structure_problem(source_nb, release_nb) is None
+
+    gone = nbformat.from_dict(json.loads(json.dumps(release_nb)))
+    gone.cells = [
+        c for c in gone.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_mul"
+    ]
+    assert submission.structure_problem(gone, release_nb) == (
+        "missing-cell",
+        "cell(s) test_mul removed",
+    )
+
+    twice = nbformat.from_dict(json.loads(json.dumps(release_nb)))
+    add_cell = next(
+        c for c in twice.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "add"
+    )
+    twice.cells.append(nbformat.from_dict(json.loads(json.dumps(add_cell))))
+    assert submission.structure_problem(twice, release_nb)[0] == "duplicated-cell"
+
+    edited = nbformat.from_dict(json.loads(json.dumps(release_nb)))
+    test_cell = next(
+        c for c in edited.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_add"
+    )
+    test_cell.source = test_cell.source + "\n# a comment"
+    assert submission.structure_problem(edited, release_nb) == (
+        "test-cell-changed",
+        "test cell test_add was edited",
+    )
+    test_cell.source = test_cell.source.replace("\n# a comment", "   \n")  # whitespace only
+    assert submission.structure_problem(edited, release_nb) is None
+
+
+def test_limits_refuse_nonsense():
+    with pytest.raises(ValueError, match="memory_mb"):
+        sandbox.Limits(memory_mb=0)
+    with pytest.raises(ValueError, match="processes"):
+        sandbox.Limits(processes="many")
+
+
+# --- the sandbox --------------------------------------------------------------------------
+
+
+@needs_isolation
+def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    out, subs = tmp_path / "out", tmp_path / "subs"
+    listener = _Listener()
+    secret_source = solutions / TOY / f"{TOY}.ipynb"
+    targets = [
+        str(secret_source),
+        str(REPO / "solutions" / "00_setup" / "00_setup.ipynb"),
+        str(out / "gradebook.db"),
+        "../../../source/99_toy/99_toy.ipynb",
+        "../source/99_toy/99_toy.ipynb",
+        str(Path.home() / ".bashrc"),
+    ]
+    snoop = f"""
+        import os, socket, sqlite3
+        for path in {targets!r}:
+            try:
+                with open(path, "rb") as fh:
+                    fh.read(100)
+                print("READ-OK", path)
+            except Exception as err:
+                print("refused", path, type(err).__name__)
+        try:
+            with open({str(out / "gradebook.db")!r}, "ab") as fh:
+                fh.write(b"vandal")
+            print("WRITE-OK")
+        except Exception as err:
+            print("refused write", type(err).__name__)
+        try:
+            db = sqlite3.connect({str(out / "gradebook.db")!r})
+            db.execute("DELETE FROM grade"); db.commit()
+            print("DELETE-OK")
+        except Exception as err:
+            print("refused sqlite", type(err).__name__)
+        try:
+            socket.create_connection(("127.0.0.1", {listener.port}), timeout=2).send(b"hi")
+            print("CONNECT-OK")
+        except Exception as err:
+            print("refused network", type(err).__name__)
+        print("secrets", sorted(k for k in os.environ if "SECRET" in k), os.getuid())
+    """
+    notebook = _answer(release_nb, tmp_path / "snoop.ipynb", ADD + textwrap.dedent(snoop))
+    _submit(subs, "mallory", notebook)
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    os.environ["GRADER_SECRET_TOKEN"] = "s3cr3t"
+    try:
+        grade(subs, out, cell_timeout=30, timeout=120, solutions=solutions, **QUIET)
+    finally:
+        del os.environ["GRADER_SECRET_TOKEN"]
+        listener.close()
+    rows = _rows(out)
+    assert (rows["mallory"]["score"], rows["mallory"]["status"]) == ("3.0", "ok"), rows
+    assert (rows["alice"]["score"], rows["alice"]["status"]) == ("3.0", "ok"), rows
+    graded = nbformat.read(out / "autograded" / "mallory" / TOY / f"{TOY}.ipynb", as_version=4)
+    printed = "".join(
+        o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs
+    )
+    for target in targets:
+        assert f"refused {target}" in printed, printed
+    for leak in ("READ-OK", "WRITE-OK", "DELETE-OK", "CONNECT-OK", "s3cr3t", "SECRET"):
+        assert leak not in printed.replace("secrets []", ""), printed
+    assert "refused write" in printed and "refused sqlite" in printed, printed
+    assert "refused network" in printed and listener.count == 0
+    assert f"secrets [] {os.getuid()}" not in printed  # another user ran the kernel
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:  # intact, both scores there
+        assert gb.find_submission(TOY, "alice").score == 3.0
+        assert gb.find_submission(TOY, "mallory").score == 3.0
+
+
+@needs_isolation
+def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    # Bounded payloads: at most 3 GB and 200 processes, so a missing limit fails the test.
+    memory_bomb = "chunks = []\nfor i in range(30):\n    chunks.append(b'x' * (100 << 20))\n"
+    fork_bomb = """
+        import os, time
+        for i in range(200):
+            if os.fork() == 0:
+                time.sleep(20)
+                os._exit(0)
+    """
+    _submit(subs, "mem", _answer(release_nb, tmp_path / "m.ipynb", ADD + memory_bomb))
+    _submit(
+        subs, "fork", _answer(release_nb, tmp_path / "f.ipynb", ADD + textwrap.dedent(fork_bomb))
+    )
+    limits = sandbox.Limits(memory_mb=1024, processes=40)
+    grade(subs, out, cell_timeout=60, timeout=180, limits=limits, solutions=solutions, **QUIET)
+    rows = _rows(out)
+    assert (rows["mem"]["status"], rows["mem"]["score"]) == ("memory-limit", "0.0"), rows
+    assert "MemoryError" in rows["mem"]["notes"]
+    assert (rows["fork"]["status"], rows["fork"]["score"]) == ("process-limit", "0.0"), rows
+    uid, _ = sandbox.sandbox_ids(0)
+    left = [
+        p.info["pid"]
+        for p in psutil.process_iter(["pid", "uids", "status"])
+        if p.info["uids"].real in (uid, uid + 1) and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+    assert left == [], f"processes of the sandbox users left running: {left}"
+
+
+# --- resuming, roster, lateness -----------------------------------------------------------
+
+
+def test_a_run_killed_midway_finishes_on_the_next_without_duplicates(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    for i in range(4):
+        _submit(subs, f"s{i}", solutions / TOY / f"{TOY}.ipynb")
+        _submit(subs, f"t{i}", release_nb)
+    script = (
+        "import sys; from pathlib import Path; from autograde.grade import grade; "
+        f"grade(Path({str(subs)!r}), Path({str(out)!r}), workers=1, cell_timeout=30, "
+        f"solutions=Path({str(solutions)!r}), log=lambda m: None)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, start_new_session=True)
+    deadline = time.monotonic() + 240
+    try:  # kill the whole run (nbgrader, kernel and all) once two rows are on disk
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "grades.csv").is_file() and len(_rows(out)) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = _rows(out)
+    assert 2 <= len(first) < 8
+    grade(subs, out, workers=2, cell_timeout=30, solutions=solutions, **QUIET)
+    rows = _rows(out)
+    assert sorted(rows) == [f"s{i}" for i in range(4)] + [f"t{i}" for i in range(4)]
+    for student, row in rows.items():
+        assert row["status"] == "ok", row
+        assert row["score"] == ("3.0" if student.startswith("s") else "0.0"), row
+    for student, row in first.items():
+        assert rows[student] == row, "a row graded before the stop changed"
+    assert (out / "feedback" / "s0" / TOY / f"{TOY}.html").is_file()
+    before = (out / "grades.csv").read_bytes()
+    grade(subs, out, cell_timeout=30, solutions=solutions, **QUIET)  # nothing left to do
+    assert (out / "grades.csv").read_bytes() == before
+
+
+def test_roster_lateness_and_the_score_plot(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    _submit(subs, "ada", solutions / TOY / f"{TOY}.ipynb")
+    (subs / "ada" / TOY / "timestamp.txt").write_text("2026-12-01 18:30:00")  # 90 min late
+    _submit(subs, "bo", solutions / TOY / f"{TOY}.ipynb")
+    (subs / "bo" / TOY / "timestamp.txt").write_text("2026-12-01 16:00:00")  # on time
+    roster = tmp_path / "roster.csv"
+    roster.write_text("id,first_name,last_name,email\nada,Ada,L,a@x.org\nbo,Bo,,\ncy,Cy,D,\n")
+    grade(subs, out, roster=roster, due="2026-12-01 17:00:00", solutions=solutions, **QUIET)
+    rows = _rows(out)
+    assert (rows["ada"]["status"], rows["ada"]["score"]) == ("ok", "3.0")
+    assert float(rows["ada"]["late_seconds"]) == 90 * 60
+    assert rows["ada"]["submitted_at"].startswith("2026-12-01 18:30")
+    assert float(rows["bo"]["late_seconds"]) == 0.0
+    assert (rows["cy"]["status"], rows["cy"]["score"]) == ("missing", "0.0")
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:
+        assert gb.find_student("ada").first_name == "Ada"
+        assert {s.id for s in gb.students} == {"ada", "bo", "cy"}
+    plot = out / f"scores_{TOY}.png"
+    assert plot.is_file() and plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_bad_roster_is_named(tmp_path):
+    roster = tmp_path / "r.csv"
+    roster.write_text("name\nada\n")
+    with pytest.raises(ValueError, match="'id' column"):
+        read_roster(roster)
+    roster.write_text("id\nada\nada\n")
+    with pytest.raises(ValueError, match="line 3.*listed twice"):
+        read_roster(roster)
+    roster.write_text("id\n../etc\n")
+    with pytest.raises(ValueError, match="not a usable student id"):
+        read_roster(roster)
+    with pytest.raises(FileNotFoundError, match="roster not found"):
+        read_roster(tmp_path / "nope.csv")
+
+
+# --- a PostgreSQL gradebook ---------------------------------------------------------------
+
+
+def test_grading_into_a_postgresql_gradebook(toy_course, tmp_path, postgres_url):
+    solutions, release_dir = toy_course
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    _submit(subs, "bob", release_dir / TOY / f"{TOY}.ipynb")
+    _submit(subs, "carol", release_dir / TOY / f"{TOY}.ipynb").write_text("{")
+    grade(subs, out, db=postgres_url, workers=2, cell_timeout=30, solutions=solutions, **QUIET)
+    rows = _rows(out)
+    assert {s: (r["score"], r["status"]) for s, r in rows.items()} == {
+        "alice": ("3.0", "ok"),
+        "bob": ("0.0", "ok"),
+        "carol": ("0.0", "invalid-notebook"),
+    }
+    assert not (out / "gradebook.db").exists(), "the SQLite default was used instead"
+    from nbgrader.api import Gradebook
+    from sqlalchemy.engine import make_url
+
+    with Gradebook(postgres_url) as gb:
+        assert gb.find_submission(TOY, "alice").score == 3.0
+        assert gb.find_submission(TOY, "bob").score == 0.0
+    password = make_url(postgres_url).password
+    for path in out.rglob("*"):  # the URL's password stays out of logs and feedback
+        if path.is_file():
+            assert password.encode() not in path.read_bytes(), path
+    before = (out / "grades.csv").read_bytes()
+    grade(subs, out, db=postgres_url, cell_timeout=30, solutions=solutions, **QUIET)
+    assert (out / "grades.csv").read_bytes() == before
