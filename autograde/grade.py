@@ -180,8 +180,8 @@ class _Worker:
     def __init__(self, index, db_url, names, solutions, release_root, cell_timeout, limits, hide):
         self.index = index
         self.release_root = release_root
-        root_user = os.geteuid() == 0
-        uid, gid = sandbox.sandbox_ids(index) if root_user else (None, None)
+        self.user = sandbox.SandboxUser() if os.geteuid() == 0 else None
+        uid, gid = (self.user.uid, self.user.gid) if self.user else (None, None)
         self.uid = uid
         # The scratch folder's parent may be entered but not listed by the sandbox user.
         self.scratch_parent = Path(tempfile.mkdtemp(prefix=f"twin-gpt-sandbox-{index}-"))
@@ -213,6 +213,7 @@ class _Worker:
     def close(self) -> None:
         if self.uid is not None:
             sandbox.kill_user(self.uid)
+            self.user.release()
         self.course.__exit__(None, None, None)
         shutil.rmtree(self.scratch_parent, ignore_errors=True)
 

@@ -31,6 +31,7 @@ import os
 import resource
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -171,16 +172,37 @@ def isolation() -> dict[str, bool]:
     return report
 
 
-def sandbox_ids(worker: int, base: int = 61000) -> tuple[int, int]:
-    """The (uid, gid) of worker `worker`'s students: ids no account on the machine uses,
-    one per worker so that each worker's process limit and clean-up are its own."""
-    import pwd
+class SandboxUser:
+    """An unprivileged user id for one worker's kernels, held (by a lock file) until
+    `release()`: two grading runs on one machine never share a user, so neither one's
+    clean-up (kill every process of its user) can touch the other's kernels. Ids come from
+    `base` upwards, skipping every id the machine has an account for."""
 
-    used = {p.pw_uid for p in pwd.getpwall()}
-    uid = base + worker
-    while uid in used:
-        uid += 100
-    return uid, uid
+    LOCKS = Path(tempfile.gettempdir())
+
+    def __init__(self, base: int = 61000, tries: int = 1000):
+        import fcntl
+        import pwd
+
+        used = {p.pw_uid for p in pwd.getpwall()}
+        for uid in range(base, base + tries):
+            if uid in used:
+                continue
+            handle = open(self.LOCKS / f"twin-gpt-sandbox-{uid}.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # another worker, in this run or another, has it
+                handle.close()
+                continue
+            self.uid = self.gid = uid
+            self._handle = handle
+            return
+        raise RuntimeError(f"no free sandbox user id in {base}..{base + tries - 1}")
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the file drops the lock
+            self._handle = None
 
 
 def kill_user(uid: int, wait: float = 5.0) -> int:
