@@ -263,26 +263,90 @@ def test_check_passes_on_the_repository():
     assert "check passed" in result.stdout
 
 
+def _graded_ids(nb: dict, kind: str) -> list[str]:
+    """grade_ids of a notebook's answer cells ("solution") or test cells ("test")."""
+    ids = []
+    for cell in nb["cells"]:
+        meta = cell["metadata"].get("nbgrader", {})
+        if kind == "solution" and meta.get("solution"):
+            ids.append(meta["grade_id"])
+        if kind == "test" and meta.get("grade") and not meta.get("solution"):
+            ids.append(meta["grade_id"])
+    return ids
+
+
+def _broken_submissions(subs: Path, name: str, release_nb: Path) -> dict[str, str]:
+    """Submissions of chapter `name` that must not be graded as handed in: student ->
+    expected status. Each is caught before or early in the run, so every chapter gets them."""
+    nb = json.loads(release_nb.read_text())
+    first_answer, first_test = _graded_ids(nb, "solution")[0], _graded_ids(nb, "test")[0]
+    folder = lambda student: subs / student / name  # noqa: E731
+    expect = {}
+    # Invalid JSON.
+    dest = folder("truncated") / f"{name}.ipynb"
+    dest.parent.mkdir(parents=True)
+    dest.write_text(release_nb.read_text()[:500])
+    expect["truncated"] = "invalid-notebook"
+    # A graded test cell deleted; an answer cell copied; a test cell edited to pass.
+    for student, status in (
+        ("deleter", "missing-cell"),
+        ("doubler", "duplicated-cell"),
+        ("editor", "test-cell-changed"),
+    ):
+        changed = json.loads(release_nb.read_text())
+        ids = [c["metadata"].get("nbgrader", {}).get("grade_id") for c in changed["cells"]]
+        if student == "deleter":
+            del changed["cells"][ids.index(first_test)]
+        elif student == "doubler":
+            copy = json.loads(json.dumps(changed["cells"][ids.index(first_answer)]))
+            copy["id"] = "copied-cell"
+            changed["cells"].append(copy)
+        else:
+            changed["cells"][ids.index(first_test)]["source"] = "pass\n"
+        dest = folder(student) / f"{name}.ipynb"
+        dest.parent.mkdir(parents=True)
+        dest.write_text(json.dumps(changed))
+        expect[student] = status
+    # The kernel dies in the first answer cell.
+    edit_cell(
+        release_nb, first_answer, "import os\nos._exit(3)\n", folder("quitter") / f"{name}.ipynb"
+    )
+    expect["quitter"] = "kernel-died"
+    return expect
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
 def test_grade_gives_solutions_full_marks_and_releases_none(tmp_path):
+    """Every chapter, graded in the sandbox: the solution scores full marks, the release
+    none, and broken submissions end as rows with the status that names the problem."""
     subs = tmp_path / "submissions"
     names = [p.name for p in sorted((REPO / "solutions").iterdir()) if p.is_dir()]
     assert names, "no assignments in solutions/"
+    broken = {}
     for name in names:
+        release_nb = REPO / "notebooks" / name / f"{name}.ipynb"
         _submit(subs, "solver", REPO / "solutions" / name / f"{name}.ipynb", assignment=name)
-        _submit(subs, "starter", REPO / "notebooks" / name / f"{name}.ipynb", assignment=name)
+        _submit(subs, "starter", release_nb, assignment=name)
+        broken[name] = _broken_submissions(subs, name, release_nb)
     out = tmp_path / "out"
-    grade(subs, out, **QUIET)
+    grade(subs, out, workers=2, **QUIET)
     rows = _read_csv(out / "grades.csv")
+    wrong = []
     for name in names:
-        solver, starter = rows[f"solver/{name}"], rows[f"starter/{name}"]
+        solver, starter = rows.pop(f"solver/{name}"), rows.pop(f"starter/{name}")
         assert float(solver["max_score"]) > 0
         assert solver["status"] == starter["status"] == "ok", (solver, starter)
         assert float(solver["score"]) == float(solver["max_score"]), solver
         assert float(starter["score"]) == 0.0, starter
         html = out / "feedback" / "solver" / name / f"{name}.html"
         assert html.is_file()
+        for student, status in broken[name].items():
+            row = rows.pop(f"{student}/{name}")
+            if (row["status"], row["score"]) != (status, "0.0"):
+                wrong.append((name, student, status, row))
+    assert wrong == [], wrong
+    assert rows == {}, f"rows nobody submitted: {sorted(rows)}"
 
 
 def test_committed_notebooks_are_canonical():
