@@ -109,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         except (FileNotFoundError, ValueError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            print(
+                f"interrupted: the rows already in {args.out / 'grades.csv'} are kept; "
+                "run the same command again to grade the rest",
+                file=sys.stderr,
+            )
+            return 130
         counts = Counter(row.status for row in rows)
         summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
         print(f"{len(rows)} row(s) in {args.out / 'grades.csv'}: {summary or 'none'}")

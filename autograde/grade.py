@@ -28,7 +28,6 @@ import os
 import queue
 import re
 import shutil
-import tempfile
 import threading
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -183,9 +182,7 @@ class _Worker:
         self.user = sandbox.SandboxUser() if os.geteuid() == 0 else None
         uid, gid = (self.user.uid, self.user.gid) if self.user else (None, None)
         self.uid = uid
-        # The scratch folder's parent may be entered but not listed by the sandbox user.
-        self.scratch_parent = Path(tempfile.mkdtemp(prefix=f"twin-gpt-sandbox-{index}-"))
-        self.scratch_parent.chmod(0o711)
+        self.scratch_parent = sandbox.scratch_parent(index)
         scratch = self.scratch_parent / "work"
         self.course = CourseFolder(exec_timeout=cell_timeout, db_url=db_url)
         self.settings = sandbox.Settings(

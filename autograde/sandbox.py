@@ -30,6 +30,7 @@ import json
 import os
 import resource
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -117,13 +118,6 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
         raise OSError(errno, f"mount {target}: {os.strerror(errno)}")
 
 
-def _umount(target: str) -> None:
-    libc = _libc()
-    if libc.umount2(target.encode(), 2) != 0:  # MNT_DETACH
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"umount {target}: {os.strerror(errno)}")
-
-
 def _closed_ancestor(path: Path) -> tuple[Path, Path] | None:
     """The highest folder above `path` that other users cannot enter (like /root when
     Python lives in /root/.pyenv), with its child on the way to `path`; None if open."""
@@ -134,20 +128,31 @@ def _closed_ancestor(path: Path) -> tuple[Path, Path] | None:
     return None
 
 
-def _expose(path: Path, stage: Path) -> None:
-    """Make `path` reachable for the sandbox user, in this mount namespace only: a closed
-    folder above it is replaced by an empty open one holding just the way to `path`."""
-    found = _closed_ancestor(path)
-    if found is None:
-        return
-    closed, child = found
-    stage.mkdir(mode=0o700, exist_ok=True)
-    _mount(str(child), str(stage), None, MS_BIND | MS_REC, None)
-    _mount("tmpfs", str(closed), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
-    target = closed / child.name
-    target.mkdir(mode=0o755) if child.is_dir() or stage.is_dir() else target.touch()
-    _mount(str(stage), str(target), None, MS_BIND | MS_REC, None)
-    _umount(str(stage))
+def _expose(paths: list[Path]) -> None:
+    """Make each of `paths` reachable for the sandbox user, in this mount namespace only:
+    every closed folder above them (/root, a 0700 temporary folder, ...) is replaced by an
+    empty open one holding just the way down, folder after folder."""
+    while True:
+        closed: dict[Path, set[Path]] = {}
+        for path in paths:
+            found = _closed_ancestor(path)
+            if found:
+                closed.setdefault(found[0], set()).add(found[1])
+        if not closed:
+            return
+        for folder, children in closed.items():
+            # Hold each child by a descriptor: the tmpfs below hides its path.
+            held = {child: os.open(child, os.O_PATH) for child in children}
+            try:
+                _mount("tmpfs", str(folder), "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=755")
+                for child, fd in held.items():
+                    target = folder / child.name
+                    is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+                    target.mkdir(mode=0o755) if is_dir else target.touch()
+                    _mount(f"/proc/self/fd/{fd}", str(target), None, MS_BIND | MS_REC, None)
+            finally:
+                for fd in held.values():
+                    os.close(fd)
 
 
 def isolation() -> dict[str, bool]:
@@ -241,6 +246,28 @@ def kernel_spec(folder: Path, settings_file: Path) -> Path:
     return folder
 
 
+# A Unix socket's path holds at most 107 bytes; the kernel's sit at
+# <parent>/twin-gpt-sandbox-<worker>-<8 random>/work/.ipc-<port>.
+SOCKET_PATH_MAX = 107
+_SOCKET_TAIL = len("/twin-gpt-sandbox-999-12345678/work/.ipc-99999")
+
+
+def scratch_parent(worker: int) -> Path:
+    """A new folder for one grading worker's scratch folder and kernel sockets: in the
+    temporary folder, or in /tmp or /dev/shm where that one's path is too long for a socket.
+    The sandbox user may enter it but not list it."""
+    for base in dict.fromkeys([tempfile.gettempdir(), "/tmp", "/dev/shm"]):
+        if len(base) + _SOCKET_TAIL <= SOCKET_PATH_MAX and os.access(base, os.W_OK | os.X_OK):
+            parent = Path(tempfile.mkdtemp(prefix=f"twin-gpt-sandbox-{worker}-", dir=base))
+            parent.chmod(0o711)
+            return parent
+    raise RuntimeError(
+        f"no temporary folder with a path short enough for the kernel's sockets (at most "
+        f"{SOCKET_PATH_MAX - _SOCKET_TAIL} characters; {tempfile.gettempdir()!r} is "
+        f"{len(tempfile.gettempdir())}): set TMPDIR to a shorter folder"
+    )
+
+
 def prepare_scratch(settings: Settings, inputs: Path | None) -> Path:
     """An empty scratch folder for the next kernel, holding a copy of `inputs`' files (the
     release folder, notebooks left out), owned by the sandbox user."""
@@ -313,9 +340,9 @@ def launch(settings: Settings, connection_file: str) -> None:
                     if Path(folder).is_dir():
                         flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
                         _mount("tmpfs", folder, "tmpfs", flags, "size=4k,mode=000")
-                if settings.uid is not None:  # the interpreter may sit in a closed folder
-                    for needed in {Path(sys.base_prefix), Path(sys.executable).resolve()}:
-                        _expose(needed, scratch.parent / f".{scratch.name}-stage")
+                if settings.uid is not None:  # the interpreter or the scratch folder may
+                    # sit in a closed folder (/root/.pyenv, a 0700 temporary folder)
+                    _expose([Path(sys.base_prefix), Path(sys.executable).resolve(), scratch])
             except OSError as err:
                 notes.append(f"instructor folders not hidden ({err})")
         if settings.isolate_network:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -209,6 +210,65 @@ def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(toy_co
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:  # intact, both scores there
         assert gb.find_submission(TOY, "alice").score == 3.0
         assert gb.find_submission(TOY, "mallory").score == 3.0
+
+
+def test_the_scratch_folder_leaves_room_for_the_kernel_sockets(monkeypatch, tmp_path):
+    deep = tmp_path / ("x" * 80)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    parent = sandbox.scratch_parent(3)
+    try:
+        socket_path = parent / "work" / ".ipc-65535"
+        assert len(str(socket_path)) <= 107 and not parent.is_relative_to(deep), parent
+        assert parent.name.startswith("twin-gpt-sandbox-3-")
+        assert parent.stat().st_mode & 0o777 == 0o711  # entered, not listed
+    finally:
+        parent.rmdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # short enough: used
+    parent = sandbox.scratch_parent(0)
+    assert parent.parent == tmp_path
+    parent.rmdir()
+
+
+@needs_isolation
+def test_a_scratch_folder_inside_closed_folders_is_reached_and_nothing_beside_it(
+    toy_course, tmp_path, monkeypatch
+):
+    # The grader's temporary folder sits in folders only their owner may enter (like a
+    # 0700 TMPDIR): the kernel still starts there, and sees only its own way down.
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    closed = Path(tempfile.mkdtemp(prefix="tg-closed-", dir="/tmp"))  # short: socket paths
+    try:
+        (closed / "in").mkdir(mode=0o700)
+        (closed / "in" / "beside.txt").write_text("instructor notes")
+        (closed / "beside.txt").write_text("instructor notes")
+        monkeypatch.setattr(tempfile, "tempdir", str(closed / "in"))
+        snoop = f"""
+            import os
+            for path in {[str(closed / "in" / "beside.txt"), str(closed / "beside.txt")]!r}:
+                try:
+                    open(path).read()
+                    print("READ-OK", path)
+                except OSError as err:
+                    print("refused", type(err).__name__)
+            print("listing", sorted(os.listdir({str(closed / "in")!r})))
+        """
+        subs, out = tmp_path / "subs", tmp_path / "out"
+        notebook = _answer(release_nb, tmp_path / "s.ipynb", ADD + textwrap.dedent(snoop))
+        _submit(subs, "mallory", notebook)
+        grade(subs, out, cell_timeout=30, timeout=120, solutions=solutions, **QUIET)
+    finally:
+        shutil.rmtree(closed)
+    rows = _rows(out)
+    assert (rows["mallory"]["score"], rows["mallory"]["status"]) == ("3.0", "ok"), rows
+    graded = nbformat.read(out / "autograded" / "mallory" / TOY / f"{TOY}.ipynb", as_version=4)
+    printed = "".join(
+        o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "READ-OK" not in printed and printed.count("refused") == 2, printed
+    listing = printed.split("listing ")[1].splitlines()[0]
+    assert "beside.txt" not in listing and "twin-gpt-sandbox-" in listing, printed
 
 
 @needs_isolation

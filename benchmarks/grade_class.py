@@ -1,0 +1,185 @@
+"""How fast does a class get graded? Target: >= 20 submissions per minute for chapter 00's
+40-notebook class on a 2-core machine, both cores busy; and the peak memory of the run.
+
+    .venv/bin/python benchmarks/grade_class.py
+    .venv/bin/python benchmarks/grade_class.py --workers 1 --size 10 --keep /tmp/graded
+
+The class is the one the tests grade (tests/grading_class.py): correct, stub and partly
+right notebooks, and broken or hostile ones (endless loop, memory and fork bombs, a dying
+kernel, huge output, invalid JSON, tampered cells, cells that snoop, vandalize or dial
+out). It is built in a temporary folder and graded there with `autograde.grade.grade`.
+Peak memory is the largest sum, sampled every 0.2 s, of the resident memory (RSS) of this
+process and every process under it (nbgrader, kernels, whatever a kernel forks). RSS counts
+shared pages once per process, so forked children (the fork bomb's) inflate it; the
+proportional sum (PSS, shared pages split between their users) is printed beside it and is
+closer to what the machine needed. Wall time covers grading only, feedback pages included;
+building the class is not timed. Seconds per submission are from each "autograding" log
+line to the submission's row, as the grader reports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from grading_class import FULL_CLASS, ConnectionCounter, make_class  # noqa: E402
+
+from autograde.grade import grade  # noqa: E402
+
+TARGET_PER_MINUTE = 20.0
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+class PeakMemory:
+    """Samples the memory of this process tree in a thread: ``peak_mb`` (RSS sum) and
+    ``peak_pss_mb`` (PSS sum)."""
+
+    def __init__(self, every: float = 0.2):
+        self.every = every
+        self.peak_mb = 0.0
+        self.peak_pss_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+
+    def _tree_mb(self) -> tuple[float, float]:
+        me = psutil.Process()
+        rss = pss = 0
+        for proc in [me, *me.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                full = proc.memory_full_info()
+                rss, pss = rss + full.rss, pss + full.pss
+        return rss / 2**20, pss / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            rss, pss = self._tree_mb()
+            self.peak_mb, self.peak_pss_mb = max(self.peak_mb, rss), max(self.peak_pss_mb, pss)
+            self._stop.wait(self.every)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+class Timeline:
+    """The grader's log lines with their times: seconds per autograded submission."""
+
+    def __init__(self):
+        self.started: dict[str, float] = {}
+        self.took: list[float] = []
+        self.last_row = 0.0
+
+    def __call__(self, msg: str) -> None:
+        now = time.perf_counter()
+        key, _, rest = msg.partition(": ")
+        if rest == "autograding":
+            self.started[key] = now
+        elif key in self.started:
+            self.took.append(now - self.started.pop(key))
+            self.last_row = now
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--assignment", default="00_setup")
+    parser.add_argument("--size", type=int, default=FULL_CLASS, help="students in the class")
+    parser.add_argument("--workers", type=int, default=2, help="submissions graded at once")
+    parser.add_argument("--cell-timeout", type=int, default=10, help="seconds per cell")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per notebook")
+    parser.add_argument("--keep", type=Path, default=None, help="grade into DIR and keep it")
+    args = parser.parse_args()
+
+    if args.keep:
+        root = args.keep.resolve()
+        if root.exists() and any(root.iterdir()):
+            parser.error(f"--keep {root}: not empty (a second run would grade nothing)")
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="grade-class-"))
+    subs, out = root / "submissions", root / "out"
+    try:
+        with ConnectionCounter() as counter:
+            expected = make_class(
+                subs,
+                assignment=args.assignment,
+                solutions=REPO / "solutions",
+                release=REPO / "notebooks",
+                gradebook=out / "gradebook.db",
+                port=counter.port,
+                size=args.size,
+            )
+            print(
+                f"{args.assignment}: {len(expected)} submissions, {args.workers} worker(s), "
+                f"{psutil.cpu_count()} cores, cell timeout {args.cell_timeout} s",
+                flush=True,
+            )
+            timeline = Timeline()
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                rows = grade(
+                    subs,
+                    out,
+                    workers=args.workers,
+                    cell_timeout=args.cell_timeout,
+                    timeout=args.timeout,
+                    solutions=REPO / "solutions",
+                    log=timeline,
+                )
+                end = time.perf_counter()
+                seconds = end - start
+            connections = counter.count
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+    per_minute = len(rows) / seconds * 60
+    as_expected = sum(
+        expected.get(r.student_id) == (float(r.score), r.status)
+        for r in rows
+        if r.assignment == args.assignment
+    )
+    print(f"{'submissions':<22} {len(rows):>8}")
+    print(f"{'wall s':<22} {seconds:8.1f}")
+    print(
+        f"{'per minute':<22} {per_minute:8.1f}   "
+        f"(target >= {TARGET_PER_MINUTE:.0f}/min: {met(per_minute >= TARGET_PER_MINUTE)})"
+    )
+    print(f"{'peak MB':<22} {memory.peak_mb:8.0f}   (RSS of grader + nbgrader + kernels)")
+    print(f"{'peak MB, PSS':<22} {memory.peak_pss_mb:8.0f}   (shared pages split)")
+    if timeline.took:
+        took = sorted(timeline.took)
+        print(
+            f"{'s per submission':<22} {sum(took) / len(took):8.1f}   "
+            f"(median {took[len(took) // 2]:.1f}, max {took[-1]:.1f}; "
+            f"{len(took)} ran in a kernel)"
+        )
+        print(f"{'s after the last row':<22} {end - timeline.last_row:8.1f}   (feedback pages)")
+    for status, count in sorted(Counter(r.status for r in rows).items()):
+        print(f"{'  ' + status:<22} {count:>8}")
+    print(f"{'rows as expected':<22} {as_expected:>8} of {len(expected)}")
+    print(f"{'network connections':<22} {connections:>8}   (should be 0)")
+    if args.keep:
+        print(f"kept: {root}")
+
+
+if __name__ == "__main__":
+    main()
