@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         "(default: SQLite in OUT/gradebook.db)",
     )  # fmt: skip
     options = [
-        ("--workers", int, "submissions graded at once (default: one per core, up to 4)"),
+        ("--workers", int, "submissions graded at once (default: cores + 1, up to 4)"),
         ("--roster", Path, "CSV of students (id[,first_name,last_name,email])"),
         ("--due", str, 'due date of the graded assignments, "YYYY-MM-DD HH:MM" (UTC)'),
         ("--memory-mb", int, "address-space limit of each student kernel (default 4096)"),

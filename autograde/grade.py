@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from . import notebooks, sandbox, submission
+from .runner import Runner
 from .workspace import REPO, SOLUTIONS, CourseFolder, assignments, run
 
 FIELDS = (
@@ -203,11 +204,16 @@ class _Worker:
                 "c.KernelManager.transport = 'ipc'\n"  # Unix sockets: no network needed
                 f"c.KernelManager.ip = {str(scratch / '.ipc')!r}\n"
                 "c.Execute.interrupt_on_timeout = True\n"
+                # Every output is in once the last cell ran: stop the kernel at once rather
+                # than wait seconds for TensorFlow's and PyTorch's teardown at exit.
+                "c.Execute.shutdown_kernel = 'immediate'\n"
             )
         for name in names:
             self.course.add_source(name, solutions)
+        self.runner = Runner(self.course.root, env={"JUPYTER_PATH": str(self.jupyter_path)})
 
     def close(self) -> None:
+        self.runner.close()
         if self.uid is not None:
             sandbox.kill_user(self.uid)
             self.user.release()
@@ -228,18 +234,12 @@ class _Worker:
         shutil.rmtree(graded, ignore_errors=True)
         sandbox.prepare_scratch(self.settings, self.release_root / assignment)
         try:
-            result = run(
-                ["autograde", assignment, "--student", student, "--force"],
-                cwd=root,
-                timeout=timeout,
-                env={"JUPYTER_PATH": str(self.jupyter_path)},
-            )
+            log = out / "logs" / f"{student}__{assignment}.log"
+            result = self.runner.autograde(assignment, student, log, timeout)
         finally:
             if self.uid is not None:
                 sandbox.kill_user(self.uid)  # forks and sleepers the kernel left
             shutil.rmtree(self.settings.scratch, ignore_errors=True)
-        logs = out / "logs"
-        (logs / f"{student}__{assignment}.log").write_text(result.output)
         max_score = book.max_score(assignment)
         found = book.result(assignment, student)
         score, stamp, late = found if found else (0.0, "", 0.0)
@@ -314,9 +314,10 @@ def grade(
     ``out`` (outside the repository) receives grades.csv, gradebook.db (unless ``db`` is a
     database URL), ``feedback/<student>/<assignment>/*.html``, ``logs/``, ``autograded/``
     and a score histogram per assignment. ``workers`` submissions are graded at once
-    (default: one per core, at most 4). ``roster``: a CSV of students (``id`` column) to
-    add to the gradebook; a listed student with no submission gets a "missing" row for
-    each assignment handed in by anyone. ``due``: the due date ("2026-12-01 17:00", UTC
+    (default: one more than the cores, at most 4: a worker also waits, for its kernel and
+    the gradebook). ``roster``: a CSV of students (``id`` column) to add to the gradebook;
+    a listed student with no submission gets a "missing" row for each assignment handed in
+    by anyone. ``due``: the due date ("2026-12-01 17:00", UTC
     unless it names a zone) of every graded assignment; lateness comes from nbgrader's
     ``timestamp.txt`` files. Returns the rows of grades.csv.
     """
@@ -332,7 +333,7 @@ def grade(
         (out / sub).mkdir(exist_ok=True)
     db_url = db or f"sqlite:///{(out / 'gradebook.db').resolve()}"
     limits = limits or sandbox.Limits()
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    workers = workers or min(4, (os.cpu_count() or 1) + 1)
     known = set(assignments(solutions))
     found = {
         (student.name, folder.name): folder
@@ -404,6 +405,7 @@ def grade(
 def _run_workers(to_run, count, db_url, names, solutions, release_root, cell_timeout,
                  limits, hide, timeout, out, book, record, log):  # fmt: skip
     errors = []
+    live = []
 
     def work(index: int) -> None:
         worker = None
@@ -411,13 +413,17 @@ def _run_workers(to_run, count, db_url, names, solutions, release_root, cell_tim
             worker = _Worker(
                 index, db_url, names, solutions, release_root, cell_timeout, limits, hide
             )
+            live.append(worker)
             while not errors:
                 try:
                     student, assignment, folder = to_run.get_nowait()
                 except queue.Empty:
                     return
                 log(f"{student}/{assignment}: autograding")
-                record(worker.grade(student, assignment, folder, timeout, out, book))
+                row = worker.grade(student, assignment, folder, timeout, out, book)
+                if errors:  # stopped while it ran: not a grade; the next run redoes it
+                    return
+                record(row)
         except BaseException as err:  # stop the others; re-raised in the main thread
             errors.append(err)
         finally:
@@ -431,8 +437,12 @@ def _run_workers(to_run, count, db_url, names, solutions, release_root, cell_tim
         for thread in threads:
             while thread.is_alive():
                 thread.join(0.5)
-    except BaseException:  # Ctrl-C: tell the workers to stop after their current row
+    except BaseException:  # Ctrl-C: stop every kernel now; the workers clean up and leave
         errors.append(KeyboardInterrupt())
+        for worker in list(live):
+            worker.runner.kill()
+        for thread in threads:
+            thread.join(30)
         raise
     real = [e for e in errors if not isinstance(e, KeyboardInterrupt)]
     if real:

@@ -102,7 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--assignment", default="00_setup")
     parser.add_argument("--size", type=int, default=FULL_CLASS, help="students in the class")
-    parser.add_argument("--workers", type=int, default=2, help="submissions graded at once")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="submissions graded at once (grader's default)"
+    )
     parser.add_argument("--cell-timeout", type=int, default=10, help="seconds per cell")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per notebook")
     parser.add_argument("--keep", type=Path, default=None, help="grade into DIR and keep it")
@@ -128,7 +130,8 @@ def main() -> None:
                 size=args.size,
             )
             print(
-                f"{args.assignment}: {len(expected)} submissions, {args.workers} worker(s), "
+                f"{args.assignment}: {len(expected)} submissions, "
+                f"{args.workers or 'default number of'} worker(s), "
                 f"{psutil.cpu_count()} cores, cell timeout {args.cell_timeout} s",
                 flush=True,
             )

@@ -308,6 +308,44 @@ def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path):
     assert left == [], f"processes of the sandbox users left running: {left}"
 
 
+def test_one_nbgrader_process_serves_a_worker_and_a_student_cannot_answer_for_it(
+    toy_course, tmp_path
+):
+    # One worker: the forger's kernel writes a fake "graded" reply on every standard
+    # stream, then never ends. Its row must still be a timeout, and the next submission
+    # is graded by a new nbgrader process.
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    forge = """
+        import os, time
+        for fd in (0, 1, 2):
+            try:
+                os.write(fd, b'{"success": true}\\n' * 100)
+            except OSError:
+                pass
+        time.sleep(600)
+    """
+    _submit(
+        subs, "a_forger", _answer(release_nb, tmp_path / "f.ipynb", ADD + textwrap.dedent(forge))
+    )
+    _submit(subs, "b_alice", solutions / TOY / f"{TOY}.ipynb")
+    _submit(subs, "c_stub", release_nb)
+    messages = []
+    grade(
+        subs, out, workers=1, cell_timeout=600, timeout=25, solutions=solutions,
+        log=messages.append,
+    )  # fmt: skip
+    rows = _rows(out)
+    assert (rows["a_forger"]["status"], rows["a_forger"]["score"]) == ("timeout", "0.0"), rows
+    assert (rows["b_alice"]["status"], rows["b_alice"]["score"]) == ("ok", "3.0"), rows
+    assert (rows["c_stub"]["status"], rows["c_stub"]["score"]) == ("ok", "0.0"), rows
+    assert '{"success": true}' in (out / "logs" / f"a_forger__{TOY}.log").read_text()
+    # Each log holds its own submission only.
+    alice_log = (out / "logs" / f"b_alice__{TOY}.log").read_text()
+    assert "b_alice" in alice_log and "c_stub" not in alice_log and "success" not in alice_log
+
+
 # --- resuming, roster, lateness -----------------------------------------------------------
 
 
