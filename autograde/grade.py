@@ -388,6 +388,9 @@ def grade(
             else:
                 to_run.put((student, assignment, found[(student, assignment)]))
         if not to_run.empty():
+            # Every student is in the gradebook before two workers could both add the same
+            # one (two assignments of one student at once: a UNIQUE constraint error).
+            book.add_students([{"id": sid} for sid in sorted({s for s, _, _ in to_run.queue})])
             hide = [str(solutions), str(REPO / "solutions"), str(REPO / ".git"), str(out)]
             hide += [str(submissions)] + ([str(Path(roster).parent)] if roster else [])
             hide = [h for h in dict.fromkeys(hide) if not _inside(REPO, Path(h))]
