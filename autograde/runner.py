@@ -63,8 +63,11 @@ class Runner:
         request = {"assignment": assignment, "student": student, "log": str(log)}
         deadline = time.monotonic() + timeout
         try:
-            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
-            self.proc.stdin.flush()
+            try:
+                self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+                self.proc.stdin.flush()
+            except BrokenPipeError:  # it died since the check above: read the end of it
+                pass
             reply = self._read_reply(deadline)
         except BaseException:  # Ctrl-C or any error here: leave no nbgrader or kernel behind
             self.close()
