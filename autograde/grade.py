@@ -317,9 +317,9 @@ def grade(
     (default: one more than the cores, at most 4: a worker also waits, for its kernel and
     the gradebook). ``roster``: a CSV of students (``id`` column) to add to the gradebook;
     a listed student with no submission gets a "missing" row for each assignment handed in
-    by anyone. ``due``: the due date ("2026-12-01 17:00", UTC
-    unless it names a zone) of every graded assignment; lateness comes from nbgrader's
-    ``timestamp.txt`` files. Returns the rows of grades.csv.
+    by anyone. ``due``: the due date ("2026-12-01 17:00", UTC unless it names a zone) of
+    every graded assignment; lateness comes from nbgrader's ``timestamp.txt`` files.
+    Returns the rows of grades.csv.
     """
     submissions, out = Path(submissions), Path(out)
     if not submissions.is_dir():

@@ -105,7 +105,7 @@ class Runner:
     def close(self) -> None:
         """Stop the child and every process under it."""
         if self.proc is not None:
-            _kill_tree(self.proc)
+            self.kill()
             try:
                 self.proc.stdin.close()
             except OSError:
