@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument(
         "--show-hidden-tests", action="store_true", help="feedback shows hidden test source"
     )
+    p_grade.add_argument(
+        "--no-preload", action="store_true", help="kernels import numpy, PyTorch and "
+        "TensorFlow each on their own (slower; saves ~700 MB per worker)",
+    )  # fmt: skip
 
     args = parser.parse_args(argv)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 hide_hidden_tests=not args.show_hidden_tests,
                 roster=args.roster,
                 due=args.due,
+                preload=not args.no_preload,
                 log=log,
             )
         except (FileNotFoundError, ValueError, RuntimeError) as err:

@@ -33,6 +33,7 @@ import shutil
 import stat
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,7 @@ class Settings:
     isolate_network: bool = True
     limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)
+    fork_server: str | None = None  # the Unix socket of this worker's fork server, if any
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -289,9 +291,11 @@ def prepare_scratch(settings: Settings, inputs: Path | None) -> Path:
 # --- the launcher, run as the kernel ---------------------------------------------------------
 
 
-def _kernel_env(settings: Settings) -> dict[str, str]:
+def _kernel_env(settings: Settings, base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The whole environment of a kernel: the harmless variables of `base` (the launcher's
+    environment) and the sandbox's own."""
     venv_bin = str(Path(sys.executable).parent)
-    env = {k: os.environ[k] for k in KEPT_VARIABLES if k in os.environ}
+    env = {k: base[k] for k in KEPT_VARIABLES if k in base}
     threads = str(settings.limits.threads)
     env.update(
         PATH=os.pathsep.join([venv_bin, "/usr/local/bin", "/usr/bin", "/bin"]),
@@ -324,8 +328,10 @@ def _set_limits(limits: Limits) -> None:
         resource.setrlimit(which, (value, value))
 
 
-def launch(settings: Settings, connection_file: str) -> None:
-    """Turn this process into a sandboxed ipykernel (never returns)."""
+def enter(settings: Settings, connection_file: str) -> Path:
+    """Put this process in the sandbox: hidden folders, no network, limits, the sandbox
+    user, the scratch folder as working folder. Returns the kernel's own copy of the
+    connection file. Run by the launcher, or by a fork server's child (`forkserver`)."""
     scratch = Path(settings.scratch)
     # The connection file sits in the grader's private runtime folder: hand the kernel a copy.
     connection = scratch / ".kernel.json"
@@ -365,14 +371,24 @@ def launch(settings: Settings, connection_file: str) -> None:
     os.chdir(scratch)
     for note in notes:  # the kernel's stderr goes to the grading log, not to the notebook
         print(f"grading sandbox: {note}", file=sys.stderr, flush=True)
-    argv = [
-        sys.executable,
-        "-m",
-        "ipykernel_launcher",
-        "-f",
-        str(connection),
-        "--HistoryManager.hist_file=:memory:",
-    ]
+    return connection
+
+
+# ipykernel's arguments after the connection file: no history file in the scratch folder.
+KERNEL_ARGS = ("--HistoryManager.hist_file=:memory:",)
+
+
+def launch(settings: Settings, connection_file: str) -> None:
+    """Turn this process into a sandboxed ipykernel, or stand in for one a fork server
+    starts (`forkserver.run_kernel`); never returns."""
+    if settings.fork_server:
+        from . import forkserver
+
+        status = forkserver.run_kernel(settings.fork_server, connection_file)
+        if status is not None:
+            forkserver.exit_like(status)
+    connection = enter(settings, connection_file)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection), *KERNEL_ARGS]
     os.execve(sys.executable, argv, _kernel_env(settings))
 
 

@@ -3,18 +3,20 @@
 
     .venv/bin/python benchmarks/grade_class.py
     .venv/bin/python benchmarks/grade_class.py --workers 1 --size 10 --keep /tmp/graded
+    .venv/bin/python benchmarks/grade_class.py --no-preload   # kernels import on their own
 
 The class is the one the tests grade (tests/grading_class.py): correct, stub and partly
 right notebooks, and broken or hostile ones (endless loop, memory and fork bombs, a dying
-kernel, huge output, invalid JSON, tampered cells, cells that snoop, vandalize or dial
-out). It is built in a temporary folder and graded there with `autograde.grade.grade`.
-Peak memory is the largest sum, sampled every 0.2 s, of the resident memory (RSS) of this
-process and every process under it (nbgrader, kernels, whatever a kernel forks). RSS counts
-shared pages once per process, so forked children (the fork bomb's) inflate it; the
+kernel, huge output, invalid JSON, tampered cells, cells that snoop, vandalize or dial out).
+It is built in a temporary folder and graded there with `autograde.grade.grade`. Peak memory
+is the largest sum, sampled every 0.2 s, of the resident memory (RSS) of this process and
+every process under it (nbgrader, fork servers, kernels, whatever a kernel forks). RSS
+counts shared pages once per process, so forked children (the fork bomb's) inflate it; the
 proportional sum (PSS, shared pages split between their users) is printed beside it and is
-closer to what the machine needed. Wall time covers grading only, feedback pages included;
-building the class is not timed. Seconds per submission are from each "autograding" log
-line to the submission's row, as the grader reports them.
+closer to what the machine needed. Wall time covers grading only (the workers' start, fork
+servers included) and the feedback pages; building the class is not timed. Seconds per
+submission are from each "autograding" log line to the submission's row, as the grader
+reports them.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ def main() -> None:
     parser.add_argument("--cell-timeout", type=int, default=10, help="seconds per cell")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds per notebook")
     parser.add_argument("--keep", type=Path, default=None, help="grade into DIR and keep it")
+    parser.add_argument(
+        "--no-preload", action="store_true", help="no fork servers: kernels import everything"
+    )
     args = parser.parse_args()
 
     if args.keep:
@@ -132,7 +137,8 @@ def main() -> None:
             print(
                 f"{args.assignment}: {len(expected)} submissions, "
                 f"{args.workers or 'default number of'} worker(s), "
-                f"{psutil.cpu_count()} cores, cell timeout {args.cell_timeout} s",
+                f"{psutil.cpu_count()} cores, cell timeout {args.cell_timeout} s, "
+                f"{'no preloading' if args.no_preload else 'kernels forked preloaded'}",
                 flush=True,
             )
             timeline = Timeline()
@@ -145,6 +151,7 @@ def main() -> None:
                     cell_timeout=args.cell_timeout,
                     timeout=args.timeout,
                     solutions=REPO / "solutions",
+                    preload=not args.no_preload,
                     log=timeline,
                 )
                 end = time.perf_counter()

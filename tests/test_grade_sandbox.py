@@ -139,8 +139,19 @@ def test_limits_refuse_nonsense():
 # --- the sandbox --------------------------------------------------------------------------
 
 
+# Kernels start on their own, or forked by the worker's fork server (here preloading only
+# numpy, to stay fast; test_grade_class.py grades a whole class through the full preload).
+KERNEL_STARTS = [
+    pytest.param(False, id="unaided"),
+    pytest.param(("numpy",), id="fork-server"),
+]
+
+
 @needs_isolation
-def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(toy_course, tmp_path):
+@pytest.mark.parametrize("preload", KERNEL_STARTS)
+def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(
+    toy_course, tmp_path, preload
+):
     solutions, release_dir = toy_course
     release_nb = release_dir / TOY / f"{TOY}.ipynb"
     out, subs = tmp_path / "out", tmp_path / "subs"
@@ -181,13 +192,31 @@ def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(toy_co
         except Exception as err:
             print("refused network", type(err).__name__)
         print("secrets", sorted(k for k in os.environ if "SECRET" in k), os.getuid())
+        # The process that started this kernel (a fork server, maybe) is out of reach too.
+        parent = os.getppid()
+        with open(f"/proc/{{parent}}/cmdline", "rb") as fh:
+            print("parent:", fh.read().replace(b"\\0", b" ").decode())
+        server = os.path.join(os.path.dirname(os.getcwd()), "fork-server")
+        for name, attempt in [
+            ("environ", lambda: open(f"/proc/{{parent}}/environ", "rb").read()),
+            ("kill", lambda: os.kill(parent, 9)),
+            ("server", lambda: socket.socket(socket.AF_UNIX).connect(server)),
+        ]:
+            try:
+                attempt()
+                print("PARENT-OK", name)
+            except Exception as err:
+                print("refused parent", name, type(err).__name__)
     """
     notebook = _answer(release_nb, tmp_path / "snoop.ipynb", ADD + textwrap.dedent(snoop))
     _submit(subs, "mallory", notebook)
     _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
     os.environ["GRADER_SECRET_TOKEN"] = "s3cr3t"
     try:
-        grade(subs, out, cell_timeout=30, timeout=120, solutions=solutions, **QUIET)
+        grade(
+            subs, out, cell_timeout=30, timeout=120, solutions=solutions, preload=preload,
+            **QUIET,
+        )  # fmt: skip
     finally:
         del os.environ["GRADER_SECRET_TOKEN"]
         listener.close()
@@ -200,11 +229,16 @@ def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(toy_co
     )
     for target in targets:
         assert f"refused {target}" in printed, printed
-    for leak in ("READ-OK", "WRITE-OK", "DELETE-OK", "CONNECT-OK", "s3cr3t", "SECRET"):
+    for leak in ("READ-OK", "WRITE-OK", "DELETE-OK", "CONNECT-OK", "PARENT-OK", "s3cr3t",
+                 "SECRET"):  # fmt: skip
         assert leak not in printed.replace("secrets []", ""), printed
     assert "refused write" in printed and "refused sqlite" in printed, printed
     assert "refused network" in printed and listener.count == 0
     assert f"secrets [] {os.getuid()}" not in printed  # another user ran the kernel
+    for attempt in ("environ", "kill", "server"):
+        assert f"refused parent {attempt}" in printed, printed
+    forked = "parent: " in printed and "autograde.forkserver" in printed.split("parent: ")[1]
+    assert forked == bool(preload), printed  # each way of starting a kernel was the one used
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{out / 'gradebook.db'}") as gb:  # intact, both scores there
@@ -272,7 +306,13 @@ def test_a_scratch_folder_inside_closed_folders_is_reached_and_nothing_beside_it
 
 
 @needs_isolation
-def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path):
+@pytest.mark.parametrize(
+    "preload",
+    # The full preload (torch and TensorFlow map ~1.7 GB) does not fit a 1 GB limit: the
+    # grader says so and the kernels start unaided.
+    [*KERNEL_STARTS, pytest.param(True, id="too-big-to-preload")],
+)
+def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path, preload):
     solutions, release_dir = toy_course
     release_nb = release_dir / TOY / f"{TOY}.ipynb"
     subs, out = tmp_path / "subs", tmp_path / "out"
@@ -291,7 +331,13 @@ def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path):
     )
     limits = sandbox.Limits(memory_mb=1024, processes=40)
     started = time.time()
-    grade(subs, out, cell_timeout=60, timeout=180, limits=limits, solutions=solutions, **QUIET)
+    said = []
+    grade(
+        subs, out, cell_timeout=60, timeout=180, limits=limits, solutions=solutions,
+        preload=preload, log=said.append,
+    )  # fmt: skip
+    refused = [line for line in said if "not preloading" in line and "1024 MB" in line]
+    assert bool(refused) == (preload is True), said
     rows = _rows(out)
     assert (rows["mem"]["status"], rows["mem"]["score"]) == ("memory-limit", "0.0"), rows
     assert "MemoryError" in rows["mem"]["notes"]
@@ -303,7 +349,10 @@ def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path):
         if p.info["uids"].real >= 61000
         and p.info["create_time"] >= started
         and p.info["status"] != psutil.STATUS_ZOMBIE
-        and "ipykernel_launcher" in " ".join(p.info["cmdline"] or [])
+        and any(
+            kernel in " ".join(p.info["cmdline"] or [])
+            for kernel in ("ipykernel_launcher", "autograde.forkserver")
+        )
     ]
     assert left == [], f"processes of the sandbox users left running: {left}"
 

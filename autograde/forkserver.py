@@ -1,0 +1,357 @@
+"""A fork server per grading worker: the libraries a kernel imports, imported once.
+
+A chapter-00 kernel spends about 5 s of CPU importing numpy, PyTorch and TensorFlow: most
+of what grading one submission costs. So each grading worker keeps a fork server, a
+process started with the kernel's own environment (`sandbox._kernel_env`) that imports
+those libraries once (`PRELOAD`) and then forks a child for every kernel nbgrader starts.
+The child enters the sandbox exactly as the launcher would (`sandbox.enter`: hidden
+folders, no network, limits, the sandbox user, the scratch folder) and becomes the
+ipykernel in-process, its libraries already in ``sys.modules`` and their memory shared
+copy-on-write with the server.
+
+nbgrader still starts the kernel spec's launcher (``python -m autograde.sandbox``). When
+its settings name a fork server, the launcher hands the server its standard streams and
+the connection file over a Unix socket only the grader can open (`run_kernel`), then
+stands in for the kernel: it passes on the signals jupyter_client sends it (an
+interrupt) and exits as the kernel exits. When the launcher is killed (a timeout, the
+immediate shutdown after the last cell), the server kills the kernel and its process
+group; when the server dies, its kernel dies with it. A launcher that finds no server
+starts the kernel itself, at the usual cost.
+
+The server is run as ``python -m autograde.forkserver SETTINGS.json READY_FD`` by
+`ForkServer`, which waits for it to say it is ready.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from . import sandbox
+
+# What a chapter imports that is worth importing once (course.runtime's helper loads
+# TensorFlow after Triton, as the notebooks do); a library not installed is skipped.
+PRELOAD = ("numpy", "torch", "tensorflow", "course.checks", "ipykernel.kernelapp")
+# The signals jupyter_client may send a kernel's launcher, passed on to the kernel.
+RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+           signal.SIGUSR2)  # fmt: skip
+PR_SET_PDEATHSIG = 1
+START_TIMEOUT = 300.0  # seconds for the server to import everything
+ROOM = 0.5  # at most this part of a kernel's address-space limit may go to preloading
+
+
+def _die_with_parent() -> None:
+    """Be killed when the process (thread) that started this one ends."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def preload(modules=PRELOAD) -> list[str]:
+    """Import `modules`; the names imported."""
+    loaded = []
+    for name in modules:
+        try:
+            if name == "tensorflow":
+                from course import runtime
+
+                runtime.import_tensorflow()
+            else:
+                importlib.import_module(name)
+        except Exception:  # not installed (or broken): the kernels import what they need
+            continue
+        loaded.append(name)
+    return loaded
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+def serve(settings_file: Path, ready_fd: int, modules=PRELOAD) -> None:
+    """Import `modules`, say so on `ready_fd`, then fork one kernel at a time, forever."""
+    settings = sandbox.Settings.read(settings_file)
+    _die_with_parent()
+    loaded = preload(modules)
+    os.umask(0o077)  # the socket: the grader's only
+    path = Path(settings.fork_server)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+    gc.collect()
+    gc.freeze()  # kernels that collect garbage leave the server's objects (and pages) alone
+    os.write(ready_fd, json.dumps({"loaded": loaded}).encode() + b"\n")
+    os.close(ready_fd)
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            try:
+                _serve_one(conn, server, settings)
+            except (OSError, ValueError, KeyError):  # a launcher gone before it asked, or
+                pass  # a request that is not one: nothing was started
+
+
+def _serve_one(conn: socket.socket, server: socket.socket, settings: sandbox.Settings) -> None:
+    conn.settimeout(10.0)
+    data, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+    try:
+        while b"\n" not in data:
+            more = conn.recv(65536)
+            if not more:
+                return
+            data += more
+        conn.settimeout(None)
+        line, pending = data.split(b"\n", 1)
+        request = json.loads(line)
+        if len(fds) != 3:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _become_kernel(settings, request["connection_file"], fds, [server, conn])
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        conn.sendall(f"started {pid}\n".encode())
+        _supervise(conn, pid, pending)
+    finally:
+        _kill_group(pid)
+
+
+def _supervise(conn: socket.socket, pid: int, pending: bytes) -> None:
+    """Pass signals from the launcher on to the kernel until one of the two ends."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        while True:
+            for signum in pending:
+                if signum in RELAYED:
+                    _signal_group(pid, signum)
+            ready, _, _ = select.select([conn, pidfd], [], [])
+            if pidfd in ready:
+                _, status = os.waitpid(pid, 0)
+                with contextlib.suppress(OSError):
+                    conn.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
+                return
+            try:
+                pending = conn.recv(64)
+            except OSError:
+                pending = b""
+            if not pending:  # the launcher is gone (killed): so goes the kernel
+                return
+    finally:
+        os.close(pidfd)
+
+
+def _signal_group(pid: int, signum: int) -> None:
+    """Signal the kernel's process group, as jupyter_client signals a launcher's."""
+    try:
+        os.killpg(pid, signum)
+    except ProcessLookupError:  # the kernel has not made its group yet
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _kill_group(pid: int) -> None:
+    """Kill the kernel and what it started in its group; reap the kernel."""
+    _signal_group(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _become_kernel(settings, connection_file: str, fds: list[int], sockets) -> None:
+    """In the forked child: enter the sandbox and run ipykernel; never returns."""
+    code = 1
+    try:
+        os.setsid()
+        _die_with_parent()
+        for target, fd in enumerate(fds):  # the launcher's stdin, stdout and stderr
+            os.dup2(fd, target)
+        for fd in fds:
+            os.close(fd)
+        for sock in sockets:  # the student gets no way back to the server
+            sock.close()
+        for signum in RELAYED:
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        connection = sandbox.enter(settings, connection_file)
+        sys.path[0] = settings.scratch  # as for `python -m ipykernel_launcher` run there
+        sys.argv = [sys.argv[0], "-f", str(connection), *sandbox.KERNEL_ARGS]
+        tempfile.tempdir = None
+        if "numpy" in sys.modules:  # a kernel of its own draws its own seed at import
+            sys.modules["numpy"].random.seed()
+        from ipykernel import kernelapp
+
+        kernelapp.launch_new_instance(argv=sys.argv[1:])
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+# --- the launcher's side -----------------------------------------------------------------
+
+
+def run_kernel(socket_path: str, connection_file: str) -> int | None:
+    """Have the fork server at `socket_path` start the kernel with this process's standard
+    streams, pass signals on to it and wait for it: its exit status (negative: killed by
+    that signal), or None when no server started it (start it yourself)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(socket_path)
+    except OSError:
+        sock.close()
+        return None
+
+    def relay(signum, _frame):
+        with contextlib.suppress(OSError):
+            sock.send(bytes([signum]))
+
+    for signum in RELAYED:
+        signal.signal(signum, relay)
+    request = json.dumps({"connection_file": str(connection_file)}).encode() + b"\n"
+    replies = b""
+    started = False
+    try:
+        socket.send_fds(sock, [request], [0, 1, 2])
+        while True:
+            while b"\n" in replies:
+                line, replies = replies.split(b"\n", 1)
+                word, _, value = line.decode().partition(" ")
+                if word == "started":
+                    started = True
+                elif word == "exit":
+                    return int(value)
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            replies += chunk
+    except OSError:
+        pass
+    finally:
+        sock.close()
+    # The server went away: before the fork, start the kernel here; after, the kernel died
+    # with it.
+    return -signal.SIGKILL if started else None
+
+
+def exit_like(status: int) -> None:
+    """Exit as a process with this exit status would (negative: killed by that signal)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if status < 0:
+        signal.signal(-status, signal.SIG_DFL)
+        os.kill(os.getpid(), -status)
+        status = 128 - status
+    os._exit(status)
+
+
+# --- the grader's side -------------------------------------------------------------------
+
+
+def _address_space_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class ForkServer:
+    """One worker's fork server: `start()` returns once it has imported `modules` (or has
+    failed: see `error`); `close()` stops it and any kernel it runs."""
+
+    def __init__(self, settings: sandbox.Settings, settings_file: Path, base_env, log: Path,
+                 modules=PRELOAD):  # fmt: skip
+        self.modules = tuple(modules)
+        self.settings = settings
+        self.settings_file = Path(settings_file)
+        self.env = sandbox._kernel_env(settings, base_env)
+        self.log = Path(log)
+        self.proc: subprocess.Popen | None = None
+        self.loaded: list[str] = []
+        self.error = ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = START_TIMEOUT) -> bool:
+        """Start the server and wait until it is ready; whether it is (if not, `error`
+        says why and kernels start without it)."""
+        self.close()
+        self.error = ""
+        read_end, write_end = os.pipe()
+        command = [sys.executable, "-m", "autograde.forkserver", str(self.settings_file)]
+        try:
+            with self.log.open("ab") as log:
+                self.proc = subprocess.Popen(
+                    [*command, str(write_end), *self.modules],
+                    cwd=Path(self.settings.fork_server).parent,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    pass_fds=(write_end,),
+                    start_new_session=True,  # Ctrl-C at the terminal is the grader's
+                )
+        finally:
+            os.close(write_end)
+        with os.fdopen(read_end, "rb") as ready:
+            found, _, _ = select.select([ready], [], [], timeout)
+            line = ready.readline() if found else b""
+        if line.endswith(b"\n"):
+            self.loaded = json.loads(line)["loaded"]
+            # A forked kernel starts with the server's address space, which counts against
+            # its memory limit: the libraries must leave the student's code room to work.
+            mapped = _address_space_mb(self.proc.pid)
+            allowed = self.settings.limits.memory_mb
+            if mapped <= allowed * ROOM:
+                return True
+            self.close()
+            self.error = (
+                f"not preloading: the preloaded libraries map {mapped:.0f} MB, more than "
+                f"{ROOM:.0%} of each kernel's {allowed} MB address-space limit"
+            )
+            return False
+        self.close()
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-5:]
+        self.error = "the fork server did not start" + (": " + " | ".join(tail) if tail else "")
+        return False
+
+    def close(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+        with contextlib.suppress(FileNotFoundError, TypeError):
+            Path(self.settings.fork_server).unlink()
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2:
+        sys.exit("usage: python -m autograde.forkserver SETTINGS.json READY_FD [MODULE ...]")
+    serve(Path(argv[0]), int(argv[1]), argv[2:] or PRELOAD)
+
+
+if __name__ == "__main__":
+    main()
