@@ -5,12 +5,15 @@
 #   make lab LAB_ARGS="--no-browser --ip=127.0.0.1 --port=8899"   headless
 #   make test                     the whole test suite
 #   make test PYTEST_ARGS="-k data -x"                            a subset
+#   make test TEST_JOBS=0         the suite in one process (no workers)
 
 PYTHON ?= python3
 VENV ?= .venv
 CONSTRAINTS ?= constraints/ci.txt
 LAB_ARGS ?=
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist): two fit the course's 2-core reference machine and CI.
+TEST_JOBS ?= 2
 
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
@@ -33,7 +36,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist worksteal,) $(PYTEST_ARGS)
 
 # Instructor shortcuts (see "For instructors" in README.md).
 release: $(STAMP)

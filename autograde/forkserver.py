@@ -2,7 +2,7 @@
 
 A chapter-00 kernel spends about 5 s of CPU importing numpy, PyTorch and TensorFlow: most
 of what grading one submission costs. So each grading worker keeps a fork server, a
-process started with the kernel's own environment (`sandbox._kernel_env`) that imports
+process started with the kernel's own environment (`sandbox.kernel_env`) that imports
 those libraries once (`PRELOAD`) and then forks a child for every kernel nbgrader starts.
 The child enters the sandbox exactly as the launcher would (`sandbox.enter`: hidden
 folders, no network, limits, the sandbox user, the scratch folder) and becomes the
@@ -11,12 +11,12 @@ copy-on-write with the server.
 
 nbgrader still starts the kernel spec's launcher (``python -m autograde.sandbox``). When
 its settings name a fork server, the launcher hands the server its standard streams and
-the connection file over a Unix socket only the grader can open (`run_kernel`), then
-stands in for the kernel: it passes on the signals jupyter_client sends it (an
-interrupt) and exits as the kernel exits. When the launcher is killed (a timeout, the
-immediate shutdown after the last cell), the server kills the kernel and its process
-group; when the server dies, its kernel dies with it. A launcher that finds no server
-starts the kernel itself, at the usual cost.
+the connection file over a Unix socket only the grader can open
+(`forkprotocol.run_kernel`), then stands in for the kernel: it passes on the signals
+jupyter_client sends it (an interrupt) and exits as the kernel exits. When the launcher
+is killed (a timeout, the immediate shutdown after the last cell), the server kills the
+kernel and its process group; when the server dies, its kernel dies with it. A launcher
+that finds no server starts the kernel itself, at the usual cost.
 
 The server is run as ``python -m autograde.forkserver SETTINGS.json READY_FD`` by
 `ForkServer`, which waits for it to say it is ready.
@@ -39,14 +39,11 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from . import sandbox
+from . import forkprotocol, sandbox
 
 # What a chapter imports that is worth importing once (course.runtime's helper loads
 # TensorFlow after Triton, as the notebooks do); a library not installed is skipped.
 PRELOAD = ("numpy", "torch", "tensorflow", "course.checks", "ipykernel.kernelapp")
-# The signals jupyter_client may send a kernel's launcher, passed on to the kernel.
-RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-           signal.SIGUSR2)  # fmt: skip
 PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 300.0  # seconds for the server to import everything
 ROOM = 0.5  # at most this part of a kernel's address-space limit may go to preloading
@@ -98,13 +95,13 @@ def serve(settings_file: Path, ready_fd: int, modules=PRELOAD) -> None:
         with conn:
             try:
                 _serve_one(conn, server, settings)
-            except (OSError, ValueError, KeyError):  # a launcher gone before it asked, or
+            except (OSError, ValueError):  # a launcher gone before it asked, or
                 pass  # a request that is not one: nothing was started
 
 
 def _serve_one(conn: socket.socket, server: socket.socket, settings: sandbox.Settings) -> None:
     conn.settimeout(10.0)
-    data, fds, _, _ = socket.recv_fds(conn, 65536, 3)
+    data, fds, _, _ = socket.recv_fds(conn, 65536, forkprotocol.STREAMS)
     try:
         while b"\n" not in data:
             more = conn.recv(65536)
@@ -113,19 +110,19 @@ def _serve_one(conn: socket.socket, server: socket.socket, settings: sandbox.Set
             data += more
         conn.settimeout(None)
         line, pending = data.split(b"\n", 1)
-        request = json.loads(line)
-        if len(fds) != 3:
+        connection_file = forkprotocol.read_request(line)
+        if len(fds) != forkprotocol.STREAMS:
             return
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _become_kernel(settings, request["connection_file"], fds, [server, conn])
+            _become_kernel(settings, connection_file, fds, [server, conn])
     finally:
         for fd in fds:
             os.close(fd)
     try:
-        conn.sendall(f"started {pid}\n".encode())
+        conn.sendall(forkprotocol.started(pid))
         _supervise(conn, pid, pending)
     finally:
         _kill_group(pid)
@@ -137,13 +134,13 @@ def _supervise(conn: socket.socket, pid: int, pending: bytes) -> None:
     try:
         while True:
             for signum in pending:
-                if signum in RELAYED:
+                if signum in forkprotocol.RELAYED:
                     _signal_group(pid, signum)
             ready, _, _ = select.select([conn, pidfd], [], [])
             if pidfd in ready:
                 _, status = os.waitpid(pid, 0)
                 with contextlib.suppress(OSError):
-                    conn.sendall(f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
+                    conn.sendall(forkprotocol.exited(os.waitstatus_to_exitcode(status)))
                 return
             try:
                 pending = conn.recv(64)
@@ -183,7 +180,7 @@ def _become_kernel(settings, connection_file: str, fds: list[int], sockets) -> N
             os.close(fd)
         for sock in sockets:  # the student gets no way back to the server
             sock.close()
-        for signum in RELAYED:
+        for signum in forkprotocol.RELAYED:
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         connection = sandbox.enter(settings, connection_file)
@@ -207,63 +204,6 @@ def _become_kernel(settings, connection_file: str, fds: list[int], sockets) -> N
         os._exit(code)
 
 
-# --- the launcher's side -----------------------------------------------------------------
-
-
-def run_kernel(socket_path: str, connection_file: str) -> int | None:
-    """Have the fork server at `socket_path` start the kernel with this process's standard
-    streams, pass signals on to it and wait for it: its exit status (negative: killed by
-    that signal), or None when no server started it (start it yourself)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(socket_path)
-    except OSError:
-        sock.close()
-        return None
-
-    def relay(signum, _frame):
-        with contextlib.suppress(OSError):
-            sock.send(bytes([signum]))
-
-    for signum in RELAYED:
-        signal.signal(signum, relay)
-    request = json.dumps({"connection_file": str(connection_file)}).encode() + b"\n"
-    replies = b""
-    started = False
-    try:
-        socket.send_fds(sock, [request], [0, 1, 2])
-        while True:
-            while b"\n" in replies:
-                line, replies = replies.split(b"\n", 1)
-                word, _, value = line.decode().partition(" ")
-                if word == "started":
-                    started = True
-                elif word == "exit":
-                    return int(value)
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            replies += chunk
-    except OSError:
-        pass
-    finally:
-        sock.close()
-    # The server went away: before the fork, start the kernel here; after, the kernel died
-    # with it.
-    return -signal.SIGKILL if started else None
-
-
-def exit_like(status: int) -> None:
-    """Exit as a process with this exit status would (negative: killed by that signal)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if status < 0:
-        signal.signal(-status, signal.SIG_DFL)
-        os.kill(os.getpid(), -status)
-        status = 128 - status
-    os._exit(status)
-
-
 # --- the grader's side -------------------------------------------------------------------
 
 
@@ -284,7 +224,7 @@ class ForkServer:
         self.modules = tuple(modules)
         self.settings = settings
         self.settings_file = Path(settings_file)
-        self.env = sandbox._kernel_env(settings, base_env)
+        self.env = sandbox.kernel_env(settings, base_env)
         self.log = Path(log)
         self.proc: subprocess.Popen | None = None
         self.loaded: list[str] = []

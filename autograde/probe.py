@@ -8,12 +8,23 @@ the exercise) are swapped in too, and must pass every test cell: the notebook's 
 the library hold the two to the same behaviour. Finally it restores the solution and
 checks the tests pass again, so a wrong answer cannot leak into the next exercise.
 
+The release's own test cells (visible asserts only: nbgrader strips the hidden ones) are
+run on each stub as well and must fail too, so a learner never sees a test pass on a stub.
+That makes the probe's one run of a chapter also do the work of ``check``'s executions
+(the solution's tests pass, no graded test passes on a stub): the test suite executes
+each chapter once here and once in the grading sandbox, and no more.
+
+``setup`` and ``teardown`` run in the kernel before the first cell and after the solution
+run: a harness that watches the whole chapter (device placement, say) goes there. An
+error in either is reported as a failure of the solution run.
+
 The wrong answers live with the chapter's tests (``tests/chapters/``); the stubs come from
 the release notebook, so what learners actually see is what is proven to fail.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import tempfile
@@ -74,6 +85,8 @@ def probe(
     wrong_answers: list[WrongAnswer],
     timeout: int = 600,
     references: list[ReferenceAnswer] = (),
+    setup: str | None = None,
+    teardown: str | None = None,
 ) -> ProbeReport:
     """Run the checks described in the module docstring; return what went wrong."""
     nb = notebooks.read(solution)
@@ -82,6 +95,11 @@ def probe(
         c.metadata["nbgrader"]["grade_id"]: c.source
         for c in released.cells
         if notebooks.is_solution(c)
+    }
+    release_tests = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in released.cells
+        if notebooks.is_graded_test(c)
     }
     cells = {_cell_id(c, i): c for i, c in enumerate(nb.cells)}
     tests_of = notebooks.exercises(nb)
@@ -104,7 +122,7 @@ def probe(
     )
     try:
         client = NotebookClient(
-            nb,
+            copy.deepcopy(nb),  # execute_cell stores each cell it runs in the client's copy
             timeout=timeout,
             kernel_name="python3",
             resources={"metadata": {"path": str(workdir)}},
@@ -123,11 +141,16 @@ def probe(
                     raise ProbeAborted(f"{type(err).__name__} while running:\n{source}") from err
                 return None
 
+            if setup is not None and (err := execute(setup)) is not None:
+                report.solution_failures["probe setup"] = err
+                return report
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
                 if (err := execute(cell.source)) is not None:
                     report.solution_failures[_cell_id(cell, index)] = err
+            if teardown is not None and (err := execute(teardown)) is not None:
+                report.solution_failures["probe teardown"] = err
             if report.solution_failures:
                 return report
 
@@ -142,6 +165,12 @@ def probe(
                         report.broken_variants[(exercise, name)] = err
                         continue
                     passed = [t for t in tests if execute(cells[t].source) is None]
+                    if name == "stub":  # what the learner sees: the release's test cells
+                        passed += [
+                            f"{t} (as released)"
+                            for t in tests
+                            if t in release_tests and execute(release_tests[t]) is None
+                        ]
                     if passed:
                         report.passed_wrongly[(exercise, name)] = passed
                 for ref in (r for r in references if r.exercise == exercise):

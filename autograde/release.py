@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import notebooks
+from . import launch, notebooks
 from .workspace import CONFIG, RELEASE, SOLUTIONS, CourseFolder, assignments, tool_env
 
 
@@ -43,8 +43,10 @@ def release(
 ) -> list[Path]:
     """Sync the solution pairs, regenerate notebooks/ for ``names`` (all by default).
 
-    Returns the files written or removed under ``release_dir``.
+    Returns the files written or removed under ``release_dir``. First, the repository's
+    address, the release tag and binder/ are written from pyproject.toml (``launch``).
     """
+    launch.update(solutions, names, log=log)
     for nb in notebooks.sync(solutions, names):
         log(f"synced {nb.relative_to(solutions.parent)} from its .py source")
     names = names or assignments(solutions)

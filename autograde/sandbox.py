@@ -37,6 +37,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import forkprotocol
+
 KERNEL_NAME = "twin-gpt-sandbox"
 # Linux clone flags and mount flags (linux/sched.h, linux/mount.h).
 CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
@@ -291,7 +293,7 @@ def prepare_scratch(settings: Settings, inputs: Path | None) -> Path:
 # --- the launcher, run as the kernel ---------------------------------------------------------
 
 
-def _kernel_env(settings: Settings, base: Mapping[str, str] = os.environ) -> dict[str, str]:
+def kernel_env(settings: Settings, base: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The whole environment of a kernel: the harmless variables of `base` (the launcher's
     environment) and the sandbox's own."""
     venv_bin = str(Path(sys.executable).parent)
@@ -380,16 +382,14 @@ KERNEL_ARGS = ("--HistoryManager.hist_file=:memory:",)
 
 def launch(settings: Settings, connection_file: str) -> None:
     """Turn this process into a sandboxed ipykernel, or stand in for one a fork server
-    starts (`forkserver.run_kernel`); never returns."""
+    starts (`autograde.forkserver`, asked by `forkprotocol.run_kernel`); never returns."""
     if settings.fork_server:
-        from . import forkserver
-
-        status = forkserver.run_kernel(settings.fork_server, connection_file)
+        status = forkprotocol.run_kernel(settings.fork_server, connection_file)
         if status is not None:
-            forkserver.exit_like(status)
+            forkprotocol.exit_like(status)
     connection = enter(settings, connection_file)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection), *KERNEL_ARGS]
-    os.execve(sys.executable, argv, _kernel_env(settings))
+    os.execve(sys.executable, argv, kernel_env(settings))
 
 
 def main(argv: list[str] | None = None) -> None:

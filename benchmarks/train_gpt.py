@@ -47,7 +47,7 @@ def met(ok: bool) -> str:
 
 
 def run(framework: str, preset, out: str, final_eval_iters: int) -> dict:
-    from course.runs import shakespeare_splits
+    from course.data import corpus_tokens
 
     if framework == "torch":
         from course.torch.train import estimate_loss, train
@@ -57,8 +57,11 @@ def run(framework: str, preset, out: str, final_eval_iters: int) -> dict:
     result = train(preset, out, progress=True)
     metrics = dict(result.metrics)
     if final_eval_iters:
-        train_tokens, val_tokens, _ = shakespeare_splits(
-            preset.train, preset.model.vocab_size, progress=False
+        train_tokens, val_tokens, _ = corpus_tokens(
+            kind=preset.train.tokenizer,
+            vocab_size=preset.model.vocab_size,
+            val_fraction=preset.train.val_fraction,
+            progress=False,
         )
         splits = {"train": train_tokens, "val": val_tokens}
         args = (preset.train.batch_size, preset.model.block_size, final_eval_iters, 12345)

@@ -105,9 +105,9 @@ class TrainConfig:
     log_interval: int = 10  # steps between metrics-log lines
     seed: int = 1337  # model init and batch order; same seed, same run
     tokenizer: str = "char"  # "char" (vocab 65) or "bpe" (chapter 03's byte-level BPE)
-    val_fraction: float = 0.1  # last 10% of the corpus is validation (chapter 03's split)
+    val_fraction: float = 0.1  # last 10% of the corpus text is validation (chapter 03's split)
     compile: bool = False  # torch.compile: 30-50 s to compile on 2 cores, little gain here
-    threads: int = 0  # intra-op threads for the framework; 0 = one per usable core
+    threads: int = 0  # intra-op threads (course.runtime.set_threads); 0 = one per usable core
 
     def __post_init__(self) -> None:
         for name, minimum in (
@@ -134,6 +134,11 @@ class TrainConfig:
         _check_float("beta2", self.beta2, 0.0, 1.0)
         _check_float("grad_clip", self.grad_clip, 0.0)
         _check_float("val_fraction", self.val_fraction, 0.0, 1.0)
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction must be > 0 and < 1 (train and val both need text), "
+                f"got {self.val_fraction}"
+            )
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         for name in ("compile",):

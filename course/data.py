@@ -1,4 +1,4 @@
-"""Corpora for the course: find, download, verify and cache them.
+"""Corpora for the course: find, download, verify and cache them; turn them into tokens.
 
 A corpus is found in this order:
 
@@ -8,17 +8,21 @@ A corpus is found in this order:
    is removed and downloaded again.
 3. A download from the corpus's URL.
 
-Every file is checked against its sha256 before use, and a download is written to a
-temporary file that only takes the final name once it is complete and verified, so an
-interrupted download never leaves a half file behind that a later run would trust.
+Every file is checked against its sha256 before use, and a download is written through
+`course.files.replace_atomically`: the file only takes its final name once it is complete
+and verified, so an interrupted download never leaves a half file that a later run trusts.
 
 Tokens and batches (numpy only; `course.torch.data` and `course.tf.data` build on these):
 
-- `token_file` encodes a text once into a raw uint16 file with a JSON sidecar, and reuses
-  it on later runs; `prepare_tokens` does that for a corpus's train and val parts.
+- `corpus_tokens` is the one path from a corpus to token ids: it builds the tokenizer (or
+  takes yours), splits the text into train and val *before* encoding, and caches the ids
+  (`prepare_tokens`, which writes each part once with `token_file`: a raw uint16 file with
+  a JSON sidecar, reused on later runs). Both trainers read their tokens through it.
+- `check_tokens` refuses tokens that do not fit a model, with a message that says why.
 - `get_batch` draws a random batch of (x, y) blocks with a seeded `np.random.Generator`;
   the PyTorch DataLoader and the tf.data pipeline draw the very same batches for a seed,
-  so both frameworks can be trained on identical data.
+  so both frameworks can be trained on identical data. `eval_seed` seeds the evaluation
+  batches of a step without touching the training stream.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import http.client
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 import urllib.error
@@ -36,10 +41,13 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from course.files import replace_atomically, write_bytes, write_json
+from course.tokenizers import BPETokenizer, CharTokenizer, tokenizer_fingerprint
 
 DATA_DIR_ENV = "COURSE_DATA_DIR"
 CACHE_DIR_ENV = "COURSE_CACHE_DIR"
@@ -119,21 +127,18 @@ def _resolve(corpus: str | Corpus) -> Corpus:
 
 
 def _download(url: str, final: Path, sha256: str, timeout: float, progress: bool) -> None:
-    """Stream `url` into a temporary file next to `final`, verify it, then rename it.
+    """Stream `url` into `final` through `course.files.replace_atomically`.
 
-    `os.replace` is atomic on one file system: other readers see either no file or the
-    whole verified file, never a partial one. Whatever goes wrong, the temporary file is
-    deleted by the `finally` clause.
+    The bytes go to a temporary file beside `final` and are checked as they arrive; a short
+    read or a sha256 that does not match raises inside the write, so nothing is renamed and
+    `final` never holds a file that was not verified whole.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    part = tempfile.NamedTemporaryFile(
-        delete=False, dir=final.parent, prefix=f".{final.name}.", suffix=".part"
-    )
-    try:
-        request = urllib.request.Request(url, headers={"User-Agent": "twin-gpt course"})
-        with part, urllib.request.urlopen(request, timeout=timeout) as response:
-            length = response.headers.get("Content-Length")
-            expected = int(length) if length is not None else None
+    request = urllib.request.Request(url, headers={"User-Agent": "twin-gpt course"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        length = response.headers.get("Content-Length")
+        expected = int(length) if length is not None else None
+
+        def stream_and_verify(part: IO[bytes]) -> None:
             digest, received = hashlib.sha256(), 0
             with tqdm(
                 total=expected, unit="B", unit_scale=True, desc=final.name, disable=not progress
@@ -143,18 +148,15 @@ def _download(url: str, final: Path, sha256: str, timeout: float, progress: bool
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-            part.flush()
-            os.fsync(part.fileno())  # the bytes are on disk before the file gets its name
-        # urllib returns b"" when the server closes early, so check the length ourselves.
-        if expected is not None and received != expected:
-            raise ConnectionError(f"transfer interrupted after {received} of {expected} bytes")
-        if digest.hexdigest() != sha256:
-            raise ChecksumMismatchError(
-                f"downloaded bytes have sha256 {digest.hexdigest()}, expected {sha256}"
-            )
-        os.replace(part.name, final)
-    finally:
-        Path(part.name).unlink(missing_ok=True)  # already gone after a successful replace
+            # urllib returns b"" when the server closes early, so check the length ourselves.
+            if expected is not None and received != expected:
+                raise ConnectionError(f"transfer interrupted after {received} of {expected} bytes")
+            if digest.hexdigest() != sha256:
+                raise ChecksumMismatchError(
+                    f"downloaded bytes have sha256 {digest.hexdigest()}, expected {sha256}"
+                )
+
+        replace_atomically(final, stream_and_verify)
 
 
 def _is_retryable(err: Exception) -> bool:
@@ -346,22 +348,6 @@ def _check_existing(path: Path, sidecar: Path, dtype: np.dtype, want: dict) -> s
     return None
 
 
-def _write_atomic(final: Path, data: bytes) -> None:
-    """Write `data` to a temporary file next to `final`, then rename it into place."""
-    part = tempfile.NamedTemporaryFile(
-        delete=False, dir=final.parent, prefix=f".{final.name}.", suffix=".part"
-    )
-    try:
-        with part:
-            part.write(data)
-            part.flush()
-            os.fsync(part.fileno())
-        os.replace(part.name, final)
-    finally:
-        if os.path.exists(part.name):
-            os.unlink(part.name)
-
-
 def token_file(
     text: str,
     encode: Any,
@@ -438,10 +424,9 @@ def token_file(
         "tokenizer": fingerprint,
         "tokens_sha256": hashlib.sha256(payload).hexdigest(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     sidecar.unlink(missing_ok=True)  # no sidecar = not trusted, until the new one lands
-    _write_atomic(path, payload)
-    _write_atomic(sidecar, (json.dumps(meta, indent=1) + "\n").encode("utf-8"))
+    write_bytes(path, payload)
+    write_json(sidecar, meta)
     return np.memmap(path, dtype=stored, mode="r", shape=(ids.size,))
 
 
@@ -481,14 +466,17 @@ def prepare_tokens(
     fingerprint: str,
     folder: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.1,
+    dtype: Any = np.uint16,
+    progress: bool = True,
 ) -> tuple[np.memmap, np.memmap]:
     """Train and val token files of a corpus, encoded once and reused across runs.
 
     The corpus *text* is split by characters (first 90% / last 10% by default), then each
     part is encoded with `tokenizer` (a function str -> ids or an object with `.encode`)
-    into `<folder>/<name>-<fingerprint>-train.bin` and `-val.bin` (see `token_file`).
-    With a character tokenizer this gives the classic split: 1,003,854 train and 111,540
-    val tokens for Tiny Shakespeare. `folder` defaults to `cache_dir() / "tokens"`.
+    into `<folder>/<name>-<fingerprint>-train.bin` and `-val.bin` (see `token_file`, which
+    also explains `fingerprint` and `dtype`). With a character tokenizer this gives the
+    classic split: 1,003,854 train and 111,540 val tokens for Tiny Shakespeare. `folder`
+    defaults to `cache_dir() / "tokens"`; `progress` shows a bar if the corpus is downloaded.
     """
     if tokenizer is None:
         raise TypeError(
@@ -498,13 +486,13 @@ def prepare_tokens(
     corpus = _resolve(name)
     _check_fraction(val_fraction)
     folder = Path(folder) if folder is not None else cache_dir() / "tokens"
-    text = load_text(corpus)
+    text = load_text(corpus, progress=progress)
     cut = _split_point(len(text), val_fraction)
     parts = {"train": text[:cut], "val": text[cut:]}
     out = []
     for part, part_text in parts.items():
         path = folder / f"{corpus.name}-{fingerprint}-{part}.bin"
-        tokens = token_file(part_text, tokenizer, path, fingerprint=fingerprint)
+        tokens = token_file(part_text, tokenizer, path, fingerprint=fingerprint, dtype=dtype)
         if len(tokens) < 2:
             raise ValueError(
                 f"the {part} part of {corpus.name!r} has {len(tokens)} tokens; "
@@ -512,6 +500,52 @@ def prepare_tokens(
             )
         out.append(tokens)
     return out[0], out[1]
+
+
+def corpus_tokens(
+    name: str | Corpus = "tinyshakespeare",
+    tokenizer: CharTokenizer | BPETokenizer | None = None,
+    *,
+    kind: str = "char",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    folder: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> tuple[np.memmap, np.memmap, CharTokenizer | BPETokenizer]:
+    """(train tokens, val tokens, tokenizer) of a corpus: the course's one path from a
+    corpus to token ids, taken by both trainers, the command line and the benchmarks.
+
+    Without a `tokenizer`, one is built from the whole text as `kind` says: "char", a
+    `CharTokenizer` (65 ids for Tiny Shakespeare); "bpe", a byte-level `BPETokenizer` of
+    `vocab_size` ids, trained here (pure Python: about 5 s for 512 ids; a 50k vocabulary
+    would take long). The ids come from `prepare_tokens`: the text is split before it is
+    encoded, and the token files are cached in `folder` (default `cache_dir() / "tokens"`)
+    under the tokenizer's `tokenizer_fingerprint`, so a later run with the same tokenizer
+    reads them back without encoding anything.
+    """
+    if tokenizer is None:
+        if kind not in ("char", "bpe"):
+            raise ValueError(f"kind must be 'char' or 'bpe', got {kind!r}")
+        text = load_text(name, progress=progress)
+        if kind == "char":
+            tokenizer = CharTokenizer.from_text(text)
+        else:
+            if vocab_size is None:
+                raise TypeError("kind='bpe' needs the vocab_size of the BPE to train")
+            if progress:
+                print(f"training a {vocab_size}-token BPE...", file=sys.stderr)
+            tokenizer = BPETokenizer.train(text, vocab_size, progress=progress)
+    dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32  # 2 bytes each if ids fit
+    train_tokens, val_tokens = prepare_tokens(
+        name,
+        tokenizer,
+        fingerprint=tokenizer_fingerprint(tokenizer),
+        folder=folder,
+        val_fraction=val_fraction,
+        dtype=dtype,
+        progress=progress,
+    )
+    return train_tokens, val_tokens, tokenizer
 
 
 # --------------------------------------------------------------------------------------
@@ -565,6 +599,30 @@ def as_token_array(data: Any) -> np.ndarray:
     if array.dtype.kind not in "iu":
         raise TypeError(f"data must hold integer token ids, got dtype {array.dtype}")
     return array
+
+
+def check_tokens(name: str, data: Any, vocab_size: int, block_size: int) -> np.ndarray:
+    """`data` as a 1-D token array, or a clear error if it does not fit the model: it must
+    hold more than `block_size` tokens, all of them ids below `vocab_size`. `name` says
+    which split it is ("train", "val") in the message."""
+    data = as_token_array(data)
+    if len(data) <= block_size:
+        raise ValueError(
+            f"{name} data has {len(data)} tokens; it needs more than block_size ({block_size})"
+        )
+    low, high = int(data.min()), int(data.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(
+            f"{name} data holds token id {low if low < 0 else high}, outside the model's "
+            f"vocabulary 0..{vocab_size - 1}; set vocab_size to at least {high + 1}"
+        )
+    return data
+
+
+def eval_seed(seed: int, step: int) -> int:
+    """The seed of the evaluation batches at `step`: fixed per (run seed, step), and never
+    drawn from the training batch generator, so evaluating does not move that stream."""
+    return int(np.random.SeedSequence([seed, step]).generate_state(1)[0])
 
 
 def batch_offsets(

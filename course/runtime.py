@@ -3,6 +3,11 @@
 This module is framework-neutral on purpose. Importing it must stay cheap, so it never
 imports torch or tensorflow at module level: each function that needs a framework imports
 it inside, at the moment it is called. Chapter 00 prints `report()` to check a setup.
+
+It also holds the course's policies for Triton and TensorFlow in one process (`use_triton`,
+`import_tensorflow`, `import_kernels`), applied only where they are called: importing
+`course.torch`, `course.tf` or `kernels` loads neither Triton nor TensorFlow and sets no
+environment variable, and nothing in the course edits `sys.modules`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import platform
 import random
 import re
 import sys
+import sysconfig
 import warnings
 from pathlib import Path
 
@@ -208,48 +214,232 @@ def _smoke_or_false() -> bool:
         return False
 
 
-def preload_triton() -> bool:
-    """Load Triton now, before anything imports TensorFlow; return whether it is loaded.
+# --- Triton, TensorFlow and the kernels/ package -------------------------------------------
+#
+# The course's policy for these lives here and is applied only by explicit calls:
+# `use_triton` (before Triton kernels are defined), `import_tensorflow`, `import_kernels`.
 
-    TensorFlow and Triton each bundle LLVM. If TensorFlow loads first, the first thing that
-    loads Triton later (``torch.compile``, even ``torch.optim``'s first step through
-    ``torch._dynamo``) aborts the whole process: "LLVM ERROR: Option ... registered more
-    than once". Loaded the other way round they coexist. `course.torch` and
-    `import_tensorflow` call this first. If TensorFlow is already loaded, Triton is blocked
-    for this process instead (importing it raises ImportError, which PyTorch handles), with
-    a warning: PyTorch still works, without Triton kernels. Without a GPU driver, Triton is
-    set to run kernels in its interpreter (``TRITON_INTERPRET=1``), as the course does on CPU.
+# Triton reads TRITON_INTERPRET when `@triton.jit` turns a function into a kernel: with one
+# of these values the kernel runs in Triton's interpreter (on the CPU) instead of compiled.
+TRITON_INTERPRET_ENV = "TRITON_INTERPRET"
+_INTERPRET_WORDS = ("1", "true", "on")
+
+# Why a process that has loaded TensorFlow must not load Triton (measured: TensorFlow 2.21,
+# Triton 3.9, torch 2.13). The other order, Triton first, works.
+_TRITON_AFTER_TENSORFLOW = (
+    "TensorFlow and Triton each bundle LLVM, and loading Triton into a process that has "
+    'already loaded TensorFlow aborts it ("LLVM ERROR: ... registered more than once"). '
+    "PyTorch loads Triton too, in torch.compile and in every optimizer's constructor."
+)
+
+# Twin GPT's kernels/ package sits beside course/, whether installed editable or not.
+KERNELS_DIR = Path(__file__).resolve().parent.parent / "kernels"
+
+
+def use_triton(required: bool = True):
+    """Import and return Triton, with the decision made whether its kernels run interpreted.
+
+    The course's one place for this decision: call it before defining or importing a
+    `@triton.jit` kernel (`import_kernels` does). Without an NVIDIA driver, a kernel can only
+    run in Triton's interpreter, so TRITON_INTERPRET is set to "1" (a value already set to
+    something false is an error). Triton reads the variable when `@triton.jit` runs, not when
+    it is imported: Triton loaded earlier (torch.optim loads it) is fine, but a kernel defined
+    earlier stays compiled and fails at its launch ("0 active drivers"). Such kernels, in the
+    notebook or in the project's modules, raise a RuntimeError that names them.
+
+    Also a RuntimeError, instead of an aborted process, when TensorFlow is loaded and Triton
+    is not (see `import_tensorflow`). Triton not installed: ImportError, or None when
+    `required` is False.
     """
-    if sys.modules.get("triton") is not None:
-        return True
-    if "triton" in sys.modules or importlib.util.find_spec("triton") is None:
-        return False  # blocked earlier, or not installed
-    if "tensorflow" in sys.modules:
-        sys.modules["triton"] = None  # `import triton` now raises ImportError: no abort
-        warnings.warn(
-            "TensorFlow was imported before Triton, so Triton is disabled in this process "
-            "(loading it now would abort it): PyTorch works, but without Triton kernels. "
-            "To have both, restart the kernel and import course.torch or "
-            "course.runtime.import_tensorflow() before anything imports TensorFlow.",
-            RuntimeWarning,
-            stacklevel=2,
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is None:
+        if not required:
+            return None
+        raise ImportError(
+            "Triton is not installed (it ships for Linux); install it with: "
+            "pip install 'twin-gpt[triton]'"
         )
-        return False
-    if not _has_cuda_driver():
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # CPU only: kernels run interpreted
-    import triton  # noqa: F401
+    no_gpu = not _has_cuda_driver()
+    if no_gpu:
+        value = os.environ.setdefault(TRITON_INTERPRET_ENV, "1")
+        if value.strip().lower() not in _INTERPRET_WORDS:
+            raise RuntimeError(
+                f"{TRITON_INTERPRET_ENV}={value!r} turns Triton's interpreter off, but there "
+                "is no NVIDIA driver here, so Triton kernels could not run. Unset it (or set "
+                "it to 1) and restart the kernel."
+            )
+    triton = _import_triton()
+    compiled = _kernels_compiled_for_a_gpu() if no_gpu else []
+    if compiled:
+        raise RuntimeError(
+            f"Too late to run these Triton kernels in the interpreter: {', '.join(compiled)}. "
+            f"They were defined while {TRITON_INTERPRET_ENV} was off, and without a GPU they "
+            "fail when launched. Restart the kernel and call course.runtime.use_triton() "
+            "before defining or importing any @triton.jit kernel (kernels defined from now "
+            "on do run interpreted)."
+        )
+    return triton
 
-    return True
+
+def _import_triton():
+    """The course's one `import triton`: refused, with the reason, once TensorFlow is loaded."""
+    if "triton" not in sys.modules and "tensorflow" in sys.modules:
+        raise RuntimeError(
+            f"TensorFlow is already loaded in this process, so Triton cannot be: "
+            f"{_TRITON_AFTER_TENSORFLOW} Restart the kernel and call "
+            "course.runtime.use_triton() or course.runtime.import_tensorflow() before "
+            "anything imports TensorFlow."
+        )
+    import triton
+
+    return triton
+
+
+def check_torch_may_load_triton(what: str = "this") -> None:
+    """Raise a RuntimeError that says why and what to do, where PyTorch loading Triton now
+    would abort the process: TensorFlow is loaded, Triton is installed but not loaded.
+
+    PyTorch loads Triton on its own in torch.compile and in every optimizer's constructor
+    (through torch._dynamo). Code of the course that reaches those calls asks here first,
+    so a notebook that ran `import tensorflow` at its top gets an error, not a dead kernel.
+    """
+    if (
+        "tensorflow" in sys.modules
+        and "triton" not in sys.modules
+        and importlib.util.find_spec("triton") is not None
+    ):
+        raise RuntimeError(
+            f"{what} would load Triton, and TensorFlow is already loaded in this process: "
+            f"{_TRITON_AFTER_TENSORFLOW} Restart the kernel and load TensorFlow through "
+            "course.runtime.import_tensorflow() (or `from course.tf import ...`), which loads "
+            "Triton first, instead of `import tensorflow`."
+        )
+
+
+def _kernels_compiled_for_a_gpu() -> list[str]:
+    """`@triton.jit` kernels that were made compiled, not interpreted ("module.name").
+
+    Looks in the notebook (`__main__`), in kernels/ and in modules outside the installed
+    libraries (whose own kernels are not the course's business).
+    """
+    jit = sys.modules.get("triton.runtime.jit")
+    if jit is None:
+        return []
+    libraries = tuple(
+        os.path.join(sysconfig.get_path(key), "")
+        for key in ("stdlib", "platstdlib", "purelib", "platlib")
+    )
+    found = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        ours = name == "__main__" or name.partition(".")[0] == "kernels"
+        if not ours and (not path or path.startswith(libraries)):
+            continue
+        for attr, value in list(getattr(module, "__dict__", {}).items()):
+            while isinstance(value, jit.KernelInterface) and not isinstance(value, jit.JITFunction):
+                value = getattr(value, "fn", None)  # @triton.autotune wraps the kernel
+            if isinstance(value, jit.JITFunction):
+                found.append(f"{name}.{attr}")
+    return found
+
+
+def import_kernels(name: str):
+    """Import and return `kernels.<name>`, Twin GPT's Triton kernels, with Triton ready.
+
+    The PyPI package `kernels` (Hugging Face's kernel hub) has the same import name. So this
+    first checks that the `kernels` Python finds is this project's (its folder, and the
+    `__twin_gpt__` marker in its __init__.py), and raises an ImportError naming both if not;
+    then calls `use_triton()`, then imports the module. A module kernels/ does not have
+    raises ModuleNotFoundError.
+    """
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(
+            f"name must be a module name inside kernels/, such as 'attention', got {name!r}"
+        )
+    _twin_gpt_kernels()
+    fullname = f"kernels.{name}"
+    if importlib.util.find_spec(fullname) is None:
+        raise ModuleNotFoundError(
+            f"Twin GPT's kernels/ ({KERNELS_DIR}) has no module {name!r}", name=fullname
+        )
+    use_triton()
+    return importlib.import_module(fullname)
+
+
+def _twin_gpt_kernels():
+    """The `kernels` package, imported once it is known to be Twin GPT's (`import_kernels`)."""
+    module = sys.modules.get("kernels")
+    if module is not None:
+        found = getattr(module, "__file__", None) or list(getattr(module, "__path__", []))
+    else:
+        spec = importlib.util.find_spec("kernels")
+        if spec is None:
+            raise ModuleNotFoundError(
+                f"No module named 'kernels': Twin GPT's kernels/ ({KERNELS_DIR}) is not "
+                "importable. Reinstall twin-gpt (pip install -e . in its repository).",
+                name="kernels",
+            )
+        found = spec.origin or list(spec.submodule_search_locations or [])
+    if not isinstance(found, str) or Path(found).resolve() != KERNELS_DIR / "__init__.py":
+        raise ImportError(_kernels_clash(found))  # someone else's package: do not run it
+    try:
+        module = importlib.import_module("kernels")  # Twin GPT's own imports nothing
+    except Exception as err:
+        raise ImportError(_kernels_clash(found, overwritten=True)) from err
+    if getattr(module, "__twin_gpt__", False) is not True:
+        raise ImportError(_kernels_clash(found, overwritten=True))
+    return module
+
+
+def _kernels_clash(found, overwritten: bool = False) -> str:
+    """The error for a `kernels` package that is not Twin GPT's, naming both."""
+    owners = importlib.metadata.packages_distributions().get("kernels", [])
+    others = sorted({d for d in owners if re.sub(r"[-_.]+", "-", d).lower() != "twin-gpt"})
+    if others:
+        who = f"it comes from the installed distribution {' and '.join(map(repr, others))}"
+    else:
+        who = "it is probably the PyPI package 'kernels', or a folder named kernels on sys.path"
+    if overwritten:
+        what = f"{found} is in Twin GPT's kernels/ folder but is not Twin GPT's file"
+    else:
+        what = (
+            f"The `kernels` package found at {found} is not Twin GPT's kernels/ "
+            f"(which is at {KERNELS_DIR})"
+        )
+    return (
+        f"{what}: {who}. The PyPI package 'kernels' (Hugging Face's kernel hub) and Twin "
+        "GPT's Triton kernels share the import name `kernels`. Uninstall the other one "
+        f"(pip uninstall {' '.join(others) or 'kernels'}) or give it an environment of its "
+        "own, then reinstall twin-gpt (pip install -e . in its repository): pip writes a "
+        "second package's files over the first's in the same folder."
+    )
 
 
 def import_tensorflow():
-    """Import and return TensorFlow, safely beside PyTorch and Triton (`preload_triton`).
+    """Import and return TensorFlow, safely beside PyTorch and Triton.
+
+    TensorFlow and Triton each bundle LLVM, and only one order works in one process: Triton
+    first. With TensorFlow first, whatever loads Triton later aborts the process, and
+    PyTorch does in torch.compile and in every optimizer's constructor (through
+    torch._dynamo). So where Triton is installed, this loads it first (without deciding
+    TRITON_INTERPRET: that is `use_triton`'s). If TensorFlow was already imported some other
+    way, it is too late for that, and a RuntimeWarning says what to do.
 
     Also keeps TensorFlow's C++ start-up messages quiet, and on a GPU turns on memory
     growth: by default TensorFlow reserves almost all GPU memory at its first op, leaving
     none for PyTorch in the same process (or for a second notebook).
     """
-    preload_triton()
+    triton_installed = importlib.util.find_spec("triton") is not None
+    if "tensorflow" not in sys.modules and triton_installed:
+        _import_triton()
+    elif "triton" not in sys.modules and triton_installed:
+        warnings.warn(
+            "TensorFlow was imported before Triton (`import tensorflow` instead of "
+            f"course.runtime.import_tensorflow()): {_TRITON_AFTER_TENSORFLOW} TensorFlow "
+            "alone works; to use PyTorch too, restart the kernel and call "
+            "course.runtime.import_tensorflow() before anything imports TensorFlow.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -328,3 +518,36 @@ def report(with_device: bool = False) -> str:
             device = f"unavailable ({err})"
         lines.append(f"  {'device':<15} {device}")
     return "\n".join(lines)
+
+
+def set_threads(n: int = 0) -> int:
+    """Use `n` threads inside each operation (0 = one per usable core); return the count.
+
+    The course's one thread policy, called by both trainers. It applies to the frameworks
+    already imported, and imports neither: `torch.set_num_threads`, and TensorFlow's
+    intra-op thread pool. TensorFlow fixes that pool when it runs its first operation;
+    after that a different count cannot be set, and a warning says so (restart the kernel,
+    or call `set_threads` before anything runs in TensorFlow).
+    """
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n (threads) must be an int, got {type(n).__name__} {n!r}")
+    if n < 0:
+        raise ValueError(f"n (threads) must be >= 0 (0 = one per usable core), got {n}")
+    count = n or _usable_cpus()
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(count)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(count)
+        except RuntimeError as err:  # TensorFlow is initialised: its pool is fixed
+            fixed = tf.config.threading.get_intra_op_parallelism_threads()  # 0 = its default
+            if fixed != count and (fixed, n) != (0, 0):
+                warnings.warn(
+                    f"TensorFlow's intra-op thread pool stays at {fixed or 'its default size'}, "
+                    f"not {count}: it already ran an operation ({err}). Call set_threads "
+                    "before anything runs in TensorFlow, or restart the kernel.",
+                    stacklevel=2,
+                )
+    return count

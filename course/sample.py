@@ -4,7 +4,9 @@
     python -m course.sample --out out/shakespeare --temperature 0 --no-cache
     python -m course.sample --out out/keras      # a run of `course.train --framework tf`
 
-The framework is the one that wrote --out: ckpt.pt is PyTorch's, ckpt/ the Keras one.
+The framework is the one that wrote --out: the checkpoint file of `course.torch.train`
+(ckpt.pt), else the checkpoint folder of `course.tf.train` (ckpt/) when TensorFlow is
+installed; both names are in `course.metrics`, so finding the framework imports none.
 
 Prints the prompt followed by the sampled text (and nothing else) on stdout, so the
 output can be piped; what was loaded is reported on stderr.
@@ -13,13 +15,18 @@ output can be piped; what was loaded is reported on stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
+from pathlib import Path
+
+from course.metrics import KERAS_CHECKPOINT, TORCH_CHECKPOINT
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m course.sample",
-        description="Sample text from the checkpoint in --out (ckpt.pt or the Keras ckpt/).",
+        description="Sample text from the checkpoint in --out (PyTorch's or the Keras one).",
     )
     parser.add_argument("--out", required=True, help="the folder `python -m course.train` wrote")
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
@@ -32,6 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _framework_of(out: Path):
+    """(load_model, generate, ids -> model input) of the framework whose checkpoint is in
+    `out`. TensorFlow is imported only when `out` holds a folder that may be its checkpoint
+    and no PyTorch checkpoint; otherwise PyTorch's loader reports what is missing."""
+    import numpy as np
+
+    if (
+        not (out / TORCH_CHECKPOINT).exists()
+        and (out / KERAS_CHECKPOINT).is_dir()
+        and importlib.util.find_spec("tensorflow") is not None
+    ):
+        keras_train = importlib.import_module("course.tf.train")
+        from course.tf.sampling import generate
+
+        return keras_train.load_model, generate, lambda ids: np.asarray(ids, dtype=np.int64)
+
+    import torch
+
+    from course.torch.sampling import generate
+
+    torch_train = importlib.import_module("course.torch.train")
+    return torch_train.load_model, generate, lambda ids: torch.tensor(ids, dtype=torch.long)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -40,25 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.prompt:
         parser.error("--prompt must not be empty: the model needs at least one token")
 
-    from pathlib import Path
-
-    import numpy as np
-
-    if (Path(args.out) / "ckpt").is_dir() and not (Path(args.out) / "ckpt.pt").exists():
-        from course.tf.sampling import generate
-        from course.tf.train import load_model
-
-        def as_ids(ids):
-            return np.asarray(ids, dtype=np.int64)
-    else:
-        import torch
-
-        from course.torch.sampling import generate
-        from course.torch.train import load_model
-
-        def as_ids(ids):
-            return torch.tensor(ids, dtype=torch.long)
-
+    load_model, generate, as_ids = _framework_of(Path(args.out))
     try:
         model, tokenizer = load_model(args.out)
     except (FileNotFoundError, ValueError) as err:

@@ -23,21 +23,29 @@ how often each occurs, and after a merge only the chunks containing the merged p
 updated (see `BPETokenizer.train`). A full recount after each merge gives the same merges,
 only far slower; the tests prove the two agree.
 
-This module imports only the standard library and `regex` (the `\\p{L}` classes of GPT-2's
-pattern need it); `tiktoken` and `tqdm` are imported only when you ask for them.
+A tokenizer also travels as plain data: `tokenizer_state` / `tokenizer_from_state` put it
+in a checkpoint and take it out again, and `tokenizer_fingerprint` names the token files
+encoded with it (see `course.data.corpus_tokens`).
+
+This module imports only the standard library, `regex` (the `\\p{L}` classes of GPT-2's
+pattern need it) and `course.files` (the atomic writer of `BPETokenizer.save`); `tiktoken`
+and `tqdm` are imported only when you ask for them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import regex
+
+from course.files import write_text
 
 # GPT-2's pre-tokenization pattern (the same one tiktoken's "gpt2" encoding uses): English
 # contractions, an optional space + letters, an optional space + digits, an optional space +
@@ -448,7 +456,6 @@ class BPETokenizer:
         Only what cannot be recomputed is stored: the pattern, the merges in rank order (merge
         k creates id 256 + k) and the special tokens; the vocabulary is rebuilt on `load`.
         """
-        path = Path(path)
         document = {
             "format": BPE_FILE_FORMAT,
             "version": BPE_FILE_VERSION,
@@ -456,22 +463,7 @@ class BPETokenizer:
             "merges": [list(pair) for pair in self.merges],
             "special_tokens": self.special_tokens,
         }
-        part = tempfile.NamedTemporaryFile(
-            "w",
-            encoding="utf-8",
-            delete=False,
-            dir=path.parent,
-            prefix=f".{path.name}.",
-            suffix=".part",
-        )
-        try:
-            with part:
-                json.dump(document, part, ensure_ascii=False)
-                part.flush()
-                os.fsync(part.fileno())
-            os.replace(part.name, path)
-        finally:
-            Path(part.name).unlink(missing_ok=True)
+        write_text(path, json.dumps(document, ensure_ascii=False))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BPETokenizer:
@@ -547,3 +539,42 @@ class BPETokenizer:
             f"BPETokenizer(vocab_size={self.vocab_size}, merges={len(self.merges)}, "
             f"special_tokens={list(self.special_tokens)})"
         )
+
+
+# --- Tokenizers as data --------------------------------------------------------------------
+
+
+def tokenizer_state(tokenizer: CharTokenizer | BPETokenizer | None) -> dict[str, Any] | None:
+    """A tokenizer as plain data (lists, strings) that a checkpoint can hold safely."""
+    if tokenizer is None:
+        return None
+    if isinstance(tokenizer, CharTokenizer):
+        return {"kind": "char", "chars": list(tokenizer.chars)}
+    if isinstance(tokenizer, BPETokenizer):
+        merges = [list(pair) for pair in tokenizer.merges]  # in rank order
+        return {"kind": "bpe", "merges": merges, "special_tokens": tokenizer.special_tokens,
+                "pattern": tokenizer.pattern}  # fmt: skip
+    raise TypeError(f"tokenizer must be a CharTokenizer or a BPETokenizer, got {tokenizer!r}")
+
+
+def tokenizer_from_state(state: dict[str, Any] | None) -> CharTokenizer | BPETokenizer | None:
+    """The tokenizer `tokenizer_state` described (None stays None)."""
+    if state is None:
+        return None
+    if state["kind"] == "char":
+        return CharTokenizer(state["chars"])
+    merges = [tuple(pair) for pair in state["merges"]]
+    return BPETokenizer(merges, state["special_tokens"], state["pattern"])
+
+
+def tokenizer_fingerprint(tokenizer: CharTokenizer | BPETokenizer) -> str:
+    """A short name that changes whenever the ids the tokenizer gives would change:
+    kind + vocabulary size + the first 12 hex digits of the sha256 of `tokenizer_state`
+    (the characters of a CharTokenizer; the merges, special tokens and pattern of a BPE),
+    for example "char65-" followed by 12 hex digits. Token files are named by it.
+    """
+    state = tokenizer_state(tokenizer)
+    if state is None:
+        raise TypeError("tokenizer must be a CharTokenizer or a BPETokenizer, got None")
+    canonical = json.dumps(state, sort_keys=True).encode("ascii")  # non-ASCII as \uXXXX
+    return f"{state['kind']}{tokenizer.vocab_size}-{hashlib.sha256(canonical).hexdigest()[:12]}"

@@ -6,12 +6,12 @@
 
 Any other `--key value` pair changes one setting of the preset: a GPTConfig field
 (n_layer, attn_impl, ...) or a TrainConfig field (max_iters, learning_rate, ...); `-` and
-`_` are the same in keys. A true/false setting may be given alone (`--compile`). Writes
-ckpt.pt, metrics.jsonl and metrics.json to --out; `python -m course.sample --out DIR`
-samples from the result.
+`_` are the same in keys. A true/false setting may be given alone (`--compile`).
 
-The Keras trainer (chapter 06) plugs in as `course.tf.train.train`, with the same
-signature as `course.torch.train.train`: `--framework tf` calls it once it exists.
+`--framework torch` (the default) runs `course.torch.train.train` and writes the checkpoint
+file ckpt.pt; `--framework tf` runs the Keras trainer of chapter 06, `course.tf.train.train`
+(same arguments), and writes the checkpoint folder ckpt/. Both write metrics.jsonl and
+metrics.json to --out, and `python -m course.sample --out DIR` samples from either.
 """
 
 from __future__ import annotations
@@ -22,10 +22,14 @@ import importlib
 import importlib.util
 import json
 import sys
+from pathlib import Path
+from types import ModuleType
 
 from course.config import PRESETS, GPTConfig, TrainConfig, get_preset
+from course.metrics import METRICS, METRICS_LOG
 
-FRAMEWORKS = {"torch": "course.torch.train", "tf": "course.tf.train"}
+FRAMEWORKS = {"torch": "course.torch.train", "tf": "course.tf.train"}  # --framework: trainer
+PACKAGES = {"torch": "torch", "tf": "tensorflow"}  # what each trainer needs installed
 
 
 def _bool_fields() -> set[str]:
@@ -69,21 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--framework", choices=sorted(FRAMEWORKS), default="torch")
     parser.add_argument("--preset", default="shakespeare-char-cpu", help="a named recipe")
-    parser.add_argument("--out", required=True, help="folder for ckpt.pt and metrics")
-    parser.add_argument("--resume", action="store_true", help="continue from --out/ckpt.pt")
+    parser.add_argument("--out", required=True, help="folder for the checkpoint and metrics")
+    parser.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
-def _trainer(framework: str):
-    """The framework's `train` function, or None if that trainer is not written yet."""
-    module_name = FRAMEWORKS[framework]
+def _trainer(framework: str) -> tuple[ModuleType | None, str]:
+    """The framework's trainer module, or None and why it cannot be imported."""
+    module_name, package = FRAMEWORKS[framework], PACKAGES.get(framework)
+    if package is not None and importlib.util.find_spec(package) is None:
+        return None, f"{package} is not installed: pip install 'twin-gpt[{framework}]'"
     try:
         if importlib.util.find_spec(module_name) is None:
-            return None
-    except ModuleNotFoundError:  # the framework's package itself is missing
-        return None
-    return importlib.import_module(module_name).train
+            return None, f"there is no module {module_name}"
+    except ModuleNotFoundError as err:  # a package on the way is missing
+        return None, str(err)
+    return importlib.import_module(module_name), ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,20 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(err.args[0])
     except (ValueError, TypeError) as err:
         parser.error(str(err))
-    train = _trainer(args.framework)
-    if train is None:
-        parser.error(
-            f"--framework {args.framework}: the Keras trainer arrives with chapter 06 "
-            f"({FRAMEWORKS[args.framework]} does not exist yet); use --framework torch"
-        )
+    trainer, problem = _trainer(args.framework)
+    if trainer is None:
+        parser.error(f"--framework {args.framework} cannot train here: {problem}")
     try:
-        result = train(preset, args.out, resume=args.resume, progress=not args.no_progress)
+        result = trainer.train(preset, args.out, resume=args.resume, progress=not args.no_progress)
     except (FileNotFoundError, ValueError, TypeError, NotImplementedError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
     metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_config")}
-    checkpoint = "ckpt.pt" if args.framework == "torch" else "ckpt/"
-    print(f"wrote {args.out}/{checkpoint}, {args.out}/metrics.jsonl and {args.out}/metrics.json")
+    out = Path(args.out)
+    checkpoint = f"{out / trainer.CHECKPOINT}{'/' if (out / trainer.CHECKPOINT).is_dir() else ''}"
+    print(f"wrote {checkpoint}, {out / METRICS_LOG} and {out / METRICS}")
     print(json.dumps(metrics, indent=1))
     return 0
 

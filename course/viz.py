@@ -3,7 +3,8 @@
 matplotlib (and ipywidgets for the widget) only, imported when a function is called; no
 framework: the graph drawer draws ``course.autograd`` graphs (any node with ``_parents``,
 ``_op`` and ``shape``), and the attention plots take numpy arrays (n_layer, n_head, T, T),
-such as ``GPT.attention_maps(idx)`` in either framework, converted with ``np.asarray``.
+such as ``GPT.attention_maps(idx)`` in either framework, on any device
+(``course.checks.to_numpy``).
 """
 
 from __future__ import annotations
@@ -127,9 +128,9 @@ def _rotation(labels: list[str]) -> int:
 def check_attention_maps(maps, tokens):
     """``maps`` as a float numpy array (n_layer, n_head, T, T), after checking it fits
     ``tokens`` (T of them); raises a ValueError that names what is wrong otherwise."""
-    import numpy as np
+    from course.checks import to_numpy  # a tensor on a GPU is copied to the CPU first
 
-    maps = np.asarray(maps, dtype=float)
+    maps = to_numpy(maps).astype(float)
     if maps.ndim != 4:
         raise ValueError(
             f"maps must have shape (n_layer, n_head, T, T), got {maps.ndim} dimension(s) "
@@ -151,9 +152,10 @@ def check_attention_maps(maps, tokens):
 def plot_attention(maps, tokens, layer: int, head: int, position: int | None = None, ax=None):
     """Heatmap of ``maps[layer, head]``: row t holds the weights query t gives each key.
 
-    ``maps`` is (n_layer, n_head, T, T), a numpy array or anything ``np.asarray`` takes
-    (``GPT.attention_maps(idx)``, say); ``tokens`` are the T tokens, shown as tick labels
-    (queries down, keys across). ``position`` outlines that query's row. Returns the axis.
+    ``maps`` is (n_layer, n_head, T, T), a numpy array, a tensor on any device or anything
+    ``np.asarray`` takes (``GPT.attention_maps(idx)``, say); ``tokens`` are the T tokens,
+    shown as tick labels (queries down, keys across). ``position`` outlines that query's
+    row. Returns the axis.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle

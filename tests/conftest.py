@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -19,6 +21,13 @@ REPO = Path(__file__).resolve().parent.parent
 _SHARED_DATA = REPO.parent / "shared" / "data"
 if _SHARED_DATA.is_dir():
     os.environ.setdefault("COURSE_DATA_DIR", str(_SHARED_DATA))
+
+# Token files and downloads that tests and the chapters they execute cache go to a folder of
+# this test process, removed at its end: never into the user's ~/.cache.
+if not os.environ.get("COURSE_CACHE_DIR"):
+    _CACHE = tempfile.mkdtemp(prefix="twin-gpt-test-cache-")
+    atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+    os.environ["COURSE_CACHE_DIR"] = _CACHE
 
 # The folder holding the real corpus for the tests that need it (read before any test
 # edits the environment), and the mark that skips them, saying why, where it is missing.
@@ -35,9 +44,10 @@ needs_shared_corpus = pytest.mark.skipif(
     reason="no tinyshakespeare.txt in $COURSE_DATA_DIR nor in ../shared/data",
 )
 
-# One pytest process imports TensorFlow and, later, Triton (torch.compile, torch.optim):
-# in that order the process aborts (both bundle LLVM). Load Triton first, once.
-runtime.preload_triton()
+# The test process's Triton policy, applied once: Triton is loaded before any test imports
+# TensorFlow (the other order aborts the process once torch.optim or torch.compile loads
+# Triton: both bundle LLVM), and without a GPU its kernels run in its interpreter.
+runtime.use_triton(required=False)
 
 # A two-exercise assignment with no framework in it: kernels start in about a second, so
 # the pipeline's failure modes (broken JSON, endless loops, tampering) are cheap to test.
@@ -125,3 +135,21 @@ def edit_cell(path: Path, grade_id: str, source: str, dest: Path | None = None) 
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(nb))
     return dest
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests first, those allowed the longest time (a `timeout` mark) first of all;
+    the rest after, in file order.
+
+    `make test` runs two workers that take tests as they go: started first, the long
+    notebook and grading runs overlap each other instead of leaving one worker alone
+    with the last of them while the other idles.
+    """
+
+    def rank(item) -> float:
+        if item.get_closest_marker("slow") is None:
+            return 0.0
+        timeout = item.get_closest_marker("timeout")
+        return -(float(timeout.args[0]) if timeout and timeout.args else 1.0)
+
+    items.sort(key=rank)  # stable: equal ranks keep their order

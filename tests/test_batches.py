@@ -405,3 +405,26 @@ def test_prepare_tokens_default_folder_is_the_cache(tmp_path, monkeypatch):
     assert (tmp_path / "cache" / "tokens" / "toy-ord-val.bin").is_file()
     with pytest.raises(TypeError, match="tokenizer"):
         prepare_tokens(corpus, fingerprint="ord")
+
+
+# --- What a model accepts, and the evaluation batches' seed --------------------------------
+
+
+def test_check_tokens_refuses_what_does_not_fit_the_model():
+    ok = np.array([0, 5, 64, 3, 2], dtype=np.uint16)
+    assert data.check_tokens("train", ok, vocab_size=65, block_size=4) is ok  # not copied
+    with pytest.raises(ValueError, match=r"val data has 5 tokens; .*block_size \(5\)"):
+        data.check_tokens("val", ok, vocab_size=65, block_size=5)
+    with pytest.raises(ValueError, match=r"token id 64, .*0\.\.63; set vocab_size to at least 65"):
+        data.check_tokens("train", ok, vocab_size=64, block_size=2)
+    with pytest.raises(ValueError, match="token id -1"):
+        data.check_tokens("train", np.array([1, -1, 2, 3]), vocab_size=65, block_size=2)
+    with pytest.raises(ValueError, match="1-D"):
+        data.check_tokens("train", np.zeros((2, 3), dtype=np.int64), vocab_size=65, block_size=2)
+
+
+def test_eval_seed_is_fixed_per_run_seed_and_step():
+    assert data.eval_seed(1337, 250) == data.eval_seed(1337, 250)
+    seeds = {data.eval_seed(seed, step) for seed in (0, 1, 1337) for step in (0, 1, 250, 500)}
+    assert len(seeds) == 12  # another step or another run: other evaluation batches
+    assert all(0 <= seed < 2**32 for seed in seeds)

@@ -3,7 +3,9 @@
 For each assignment in solutions/, ``tests/chapters/ch<assignment>.py`` lists plausible
 wrong answers. The probe runs the solution notebook in smoke mode (every cell must run and
 every graded test pass), then proves each exercise's test cells fail on the release stub
-and on each wrong answer, and pass again once the solution is restored.
+(the release's own test cells too) and on each wrong answer, and pass again once the
+solution is restored. This is the first of the two runs of each chapter in the suite; the
+second grades the solution in the sandbox (tests/test_autograde.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,18 @@ from autograde.workspace import assignments
 
 ASSIGNMENTS = assignments(REPO / "solutions")
 MIN_WRONG_ANSWERS = 2  # per exercise, besides the stub
+
+# Chapters whose tests/chapters module sets CHECK_DEVICES = True run under the device
+# checker (course.torch.devices): every tensor that meets the model must follow its device,
+# as a GPU would demand, proven here on the CPU. Uninstalled before the wrong answers run.
+DEVICE_CHECK_SETUP = """\
+from course.torch.devices import check_device_following
+_device_checker = check_device_following()
+"""
+DEVICE_CHECK_TEARDOWN = """\
+_device_checker.uninstall()
+_device_checker.raise_if_violations()
+"""
 
 
 def test_there_are_chapters():
@@ -60,7 +74,8 @@ def test_every_exercise_has_visible_and_hidden_tests(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ASSIGNMENTS)
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("name", ASSIGNMENTS[::-1])  # the later, longer chapters first
 def test_graded_cells_fail_on_stubs_and_wrong_answers(name):
     try:
         chapter = importlib.import_module(f"chapters.ch{name}")
@@ -74,7 +89,15 @@ def test_graded_cells_fail_on_stubs_and_wrong_answers(name):
 
     references = getattr(chapter, "REFERENCE_ANSWERS", [])
     release = REPO / "notebooks" / name / f"{name}.ipynb"
-    report = probe(solution, release, chapter.WRONG_ANSWERS, references=references)
+    check_devices = getattr(chapter, "CHECK_DEVICES", False)
+    report = probe(
+        solution,
+        release,
+        chapter.WRONG_ANSWERS,
+        references=references,
+        setup=DEVICE_CHECK_SETUP if check_devices else None,
+        teardown=DEVICE_CHECK_TEARDOWN if check_devices else None,
+    )
 
     assert report.solution_failures == {}, "the solution notebook fails in smoke mode"
     assert report.broken_variants == {}, "a wrong answer does not even run"

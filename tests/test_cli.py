@@ -15,6 +15,14 @@ from course.config import TrainConfig, lr_at
 from course.torch.train import load_checkpoint
 
 
+@pytest.fixture(scope="module", autouse=True)
+def token_cache(tmp_path_factory):
+    """The commands' token files go to a folder of this module's, never to a real cache."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("COURSE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 def run(module: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "COURSE_DATA_DIR": str(SHARED_DATA_DIR or "")}
     return subprocess.run(
@@ -135,12 +143,23 @@ def test_sample_refuses_a_damaged_checkpoint(tmp_path):
 
 
 def test_framework_without_a_trainer_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    # Until chapter 06 adds course.tf.train, --framework tf has nothing to call.
     monkeypatch.setitem(cli.FRAMEWORKS, "tf", "course.tf.no_trainer_here")
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["--framework", "tf", "--preset", "nano", "--out", str(tmp_path / "run")])
     assert exit_info.value.code == 2
-    assert "chapter 06" in capsys.readouterr().err
+    assert "--framework tf" in (err := capsys.readouterr().err)
+    assert "course.tf.no_trainer_here" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_framework_not_installed_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(cli.PACKAGES, "tf", "a_framework_nobody_installed")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--framework", "tf", "--preset", "nano", "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "a_framework_nobody_installed is not installed" in err
+    assert "pip install 'twin-gpt[tf]'" in err
     assert not (tmp_path / "run").exists()
 
 

@@ -21,7 +21,7 @@ from conftest import REPO
 from jupyter_client import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
-from autograde import forkserver, sandbox
+from autograde import forkprotocol, forkserver, sandbox
 
 
 def _gone(pid: int, within: float = 15.0) -> bool:
@@ -178,6 +178,13 @@ def test_requests_that_are_not_requests_leave_the_server_serving(worker):
             sock.shutdown(socket.SHUT_WR)
             sock.settimeout(15)
             assert sock.recv(100) == b"", junk  # closed without starting anything
+    for junk in (b"[]\n", b'{"connection_file": 7}\n', b"\xff\n"):
+        with socket.socket(socket.AF_UNIX) as sock, open(os.devnull, "rb+") as null:
+            sock.connect(worker.settings.fork_server)  # three streams, as a launcher sends
+            socket.send_fds(sock, [junk], [null.fileno()] * forkprotocol.STREAMS)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(15)
+            assert sock.recv(100) == b"", junk
     assert worker.server.alive()
     _, kc = worker.kernel()
     _, reply = run(kc, "x = 1")
@@ -198,5 +205,5 @@ def test_a_server_that_cannot_start_says_why(tmp_path):
 def test_without_a_server_the_launcher_is_told_to_start_the_kernel_itself(tmp_path):
     """A socket path nobody listens on: `run_kernel` says so (None) instead of waiting."""
     started = time.monotonic()
-    assert forkserver.run_kernel(str(tmp_path / "nobody"), "conn.json") is None
+    assert forkprotocol.run_kernel(str(tmp_path / "nobody"), "conn.json") is None
     assert time.monotonic() - started < 5

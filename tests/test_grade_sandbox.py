@@ -27,7 +27,9 @@ from conftest import REPO, TOY, edit_cell
 from postgres import postgres_url_fixture  # noqa: F401  (the `postgres_url` fixture)
 
 from autograde import sandbox, submission
-from autograde.grade import FIELDS, grade, read_roster
+from autograde.grade import grade
+from autograde.gradebook import read_roster
+from autograde.grades import FIELDS
 
 QUIET = {"log": lambda msg: None}
 ISOLATION = sandbox.isolation()
@@ -134,6 +136,19 @@ def test_limits_refuse_nonsense():
         sandbox.Limits(memory_mb=0)
     with pytest.raises(ValueError, match="processes"):
         sandbox.Limits(processes="many")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("workers", -1), ("workers", 1.5), ("timeout", 0), ("cell_timeout", -5)],
+)
+def test_grade_options_refuse_nonsense_before_grading(toy_course, tmp_path, option, value):
+    solutions, release_dir = toy_course
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    with pytest.raises(ValueError, match=f"^{option} must be a positive"):
+        grade(subs, out, solutions=solutions, **{option: value}, **QUIET)
+    assert not (out / "grades.csv").exists() and not (out / "gradebook.db").exists()
 
 
 # --- the sandbox --------------------------------------------------------------------------
@@ -258,10 +273,14 @@ def test_the_scratch_folder_leaves_room_for_the_kernel_sockets(monkeypatch, tmp_
         assert parent.stat().st_mode & 0o777 == 0o711  # entered, not listed
     finally:
         parent.rmdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # short enough: used
-    parent = sandbox.scratch_parent(0)
-    assert parent.parent == tmp_path
-    parent.rmdir()
+    short = Path(tempfile.mkdtemp(prefix="s-", dir="/tmp"))  # tmp_path may be too long
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(short))  # short enough: used
+        parent = sandbox.scratch_parent(0)
+        assert parent.parent == short
+        parent.rmdir()
+    finally:
+        short.rmdir()
 
 
 @needs_isolation

@@ -6,6 +6,7 @@ script runs against a stand-in `make`, and files are read as text.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -30,7 +31,7 @@ README = REPO / "README.md"
 BINDER = REPO / "binder"
 MAKE_INPUTS = ("Makefile", "pyproject.toml", "constraints/ci.txt")
 
-EXTRAS = ("torch", "tf", "triton", "export", "grading", "dev", "all")
+EXTRAS = ("lab", "torch", "tf", "triton", "export", "grading", "dev", "all")
 CHAPTER_EXTRAS = ("torch", "tf", "triton", "export")  # the groups that exist for chapters
 PROJECT = "twin-gpt"
 
@@ -561,3 +562,357 @@ def test_ruff_passes(command):
         [_ruff(), *command], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, f"ruff {' '.join(command)}:\n{result.stdout}{result.stderr}"
+
+
+# --- what the code imports is declared ---------------------------------------------------
+
+
+FIRST_PARTY = ("course", "kernels", "autograde")
+
+
+def _third_party_imports(*folders: str) -> dict[str, list[str]]:
+    """{top-level module: files importing it} for the non-stdlib, non-project imports."""
+    found: dict[str, list[str]] = {}
+    for folder in folders:
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for top in {name.split(".")[0] for name in names}:
+                    if top not in sys.stdlib_module_names and top not in FIRST_PARTY:
+                        found.setdefault(top, []).append(path.relative_to(REPO).as_posix())
+    return found
+
+
+def test_every_direct_import_is_declared():
+    from importlib.metadata import packages_distributions
+
+    providers = packages_distributions()
+    declared = {norm(req.name) for _, req in third_party(dependency_groups())}
+    undeclared = []
+    for module, files in _third_party_imports(*FIRST_PARTY).items():
+        dists = {norm(name) for name in providers.get(module, [module])}
+        dists |= {alias for dist in dists for alias in ALSO_SATISFIED_BY.get(dist, ())}
+        dists |= {name for name, aliases in ALSO_SATISFIED_BY.items() if dists & set(aliases)}
+        if not dists & declared:
+            undeclared.append(f"{module} ({', '.join(sorted(dists))}; {files[0]})")
+    assert not undeclared, f"imported but not declared in pyproject.toml: {undeclared}"
+
+
+def test_core_leaves_jupyterlab_to_the_lab_extra():
+    core = {norm(Requirement(item).name) for item in dependency_groups()["core"]}
+    assert not core & {"jupyterlab", "notebook"}, "Colab's setup cell must not install JupyterLab"
+    lab = {norm(Requirement(item).name) for item in dependency_groups()["lab"]}
+    assert "jupyterlab" in lab
+
+
+# --- console scripts --------------------------------------------------------------------
+
+# Each console script, and the `python -m` command it is.
+CONSOLE_SCRIPTS = {
+    "twin-gpt-train": "course.train",
+    "twin-gpt-sample": "course.sample",
+    "twin-gpt-autograde": "autograde",
+}
+
+
+def _scripts() -> dict[str, str]:
+    return pyproject()["project"]["scripts"]
+
+
+def test_console_scripts_run_what_python_m_runs():
+    import importlib.util
+
+    assert set(_scripts()) == set(CONSOLE_SCRIPTS), sorted(_scripts())
+    for script, command in CONSOLE_SCRIPTS.items():
+        spec = importlib.util.find_spec(command)
+        ran = f"{command}.__main__" if spec.submodule_search_locations is not None else command
+        assert _scripts()[script] == f"{ran}:main", (script, _scripts()[script])
+
+
+@pytest.mark.parametrize("script", sorted(CONSOLE_SCRIPTS))
+def test_console_script_entry_point_prints_help(script, capsys):
+    from importlib.metadata import EntryPoint
+
+    main = EntryPoint(script, _scripts()[script], "console_scripts").load()
+    assert callable(main)
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage:")
+
+
+@pytest.mark.parametrize("script", sorted(CONSOLE_SCRIPTS))
+def test_installed_console_script_prints_help(script, tmp_path):
+    beside_python = Path(sys.executable).parent / script
+    found = str(beside_python) if beside_python.exists() else shutil.which(script)
+    assert found, f"{script} is not installed: reinstall (`make`, or `pip install --no-deps -e .`)"
+    result = subprocess.run(
+        [found, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage:"), result.stdout[:200]
+
+
+# --- one repository address and tag: setup cells, badges --------------------------------
+
+SOLUTIONS = REPO / "solutions"
+CHAPTERS = sorted(p.stem for p in SOLUTIONS.glob("*/*.py") if p.stem == p.parent.name)
+EXTRAS_LINE = re.compile(r"^ *extras = (?P<literal>\{.*\})", re.M)
+INSTALL = re.compile(
+    r'f"(?P<name>[\w.-]+)\[\{missing\}\] @ git\+(?P<url>https://[^@"\s]+)@(?P<tag>[^"\s]+)"'
+)
+# What a chapter's source shows it uses, per extra.
+USES = {
+    "torch": re.compile(r"^ *(import torch\b|from torch\b|from course\.torch\b)", re.M),
+    "tf": re.compile(
+        r"import_tensorflow\(|import_keras\(|^ *(import tensorflow|from course\.tf\b)", re.M
+    ),
+    "triton": re.compile(
+        r"^ *(import triton\b|from triton\b|from kernels\b|import kernels\b)", re.M
+    ),
+    "export": re.compile(r"^ *(import|from) (onnx|onnxruntime|onnxscript|ai_edge_litert)\b", re.M),
+}
+
+
+def _published() -> tuple[str, str, str]:
+    """(repository, owner/name, tag) as pyproject.toml gives them."""
+    project = pyproject()["project"]
+    repository = project["urls"]["Repository"]
+    match = re.fullmatch(r"https://github\.com/([\w.-]+/[\w.-]+)", repository)
+    assert match, f"[project.urls] Repository should be a GitHub repository: {repository}"
+    return repository, match[1], f"v{project['version']}"
+
+
+def _cell_source(cell: dict) -> str:
+    source = cell["source"]
+    return "".join(source) if isinstance(source, list) else source
+
+
+def _setup_cells(chapter: str) -> dict[str, str]:
+    """{file: its setup cell's source}: the script, the solution and the release notebooks."""
+    script = SOLUTIONS / chapter / f"{chapter}.py"
+    text = script.read_text(encoding="utf-8")
+    cells = re.split(r"^# %%.*\n", text, flags=re.M)
+    found = {script.relative_to(REPO).as_posix(): cells[1].strip()}
+    for folder in (SOLUTIONS, REPO / "notebooks"):
+        notebook = folder / chapter / f"{chapter}.ipynb"
+        first = json.loads(notebook.read_text(encoding="utf-8"))["cells"][0]
+        found[notebook.relative_to(REPO).as_posix()] = _cell_source(first).strip()
+    return found
+
+
+def _chapter_extras(chapter: str) -> dict[str, str]:
+    cell = _setup_cells(chapter)[f"solutions/{chapter}/{chapter}.py"]
+    match = EXTRAS_LINE.search(cell)
+    assert match, f"{chapter}: the setup cell names no `extras = {{...}}`"
+    return ast.literal_eval(match["literal"])
+
+
+def test_pyproject_names_the_repository():
+    repository, _, tag = _published()
+    urls = pyproject()["project"]["urls"]
+    assert urls.get("Homepage"), "[project.urls] has no Homepage"
+    assert re.fullmatch(r"v\d+\.\d+\.\d+\S*", tag), tag
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_setup_cells_install_the_tagged_release(chapter):
+    repository, _, tag = _published()
+    cells = _setup_cells(chapter)
+    assert len(set(cells.values())) == 1, f"{chapter}: the setup cells differ: {sorted(cells)}"
+    cell = next(iter(cells.values()))
+    installs = INSTALL.findall(cell)
+    assert len(installs) == 1, f"{chapter}: the setup cell should install one requirement"
+    name, url, ref = installs[0]
+    assert (name, url, ref) == (PROJECT, repository, tag), (
+        f"{chapter} installs {name} from {url}@{ref}; pyproject.toml says {repository}@{tag} "
+        "(run `python -m autograde release`)"
+    )
+    assert 'find_spec("course") is None' in cell
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_setup_cells_list_the_extras_the_chapter_imports(chapter):
+    from importlib.metadata import packages_distributions
+
+    extras = _chapter_extras(chapter)
+    script = (SOLUTIONS / chapter / f"{chapter}.py").read_text(encoding="utf-8")
+    body = script.split(_setup_cells(chapter)[f"solutions/{chapter}/{chapter}.py"], 1)[1]
+    uses = {extra for extra, pattern in USES.items() if pattern.search(body)}
+    assert set(extras) == uses, f"{chapter} lists the extras {sorted(extras)}, uses {sorted(uses)}"
+    # Each extra names the module it installs: the cell skips the extra where it is there.
+    optional = pyproject()["project"]["optional-dependencies"]
+    providers = packages_distributions()
+    for extra, module in extras.items():
+        dists = {norm(name) for name in providers.get(module, [])}
+        listed = {norm(Requirement(item).name) for item in optional[extra]}
+        assert dists & listed, f"{chapter}: the {extra} extra does not install {module}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_colab_badges_open_their_own_notebook_at_the_tag(chapter):
+    _, slug, tag = _published()
+    expected = f"{slug}/blob/{tag}/notebooks/{chapter}/{chapter}.ipynb"
+    for folder, suffix in (
+        (SOLUTIONS, ".py"),
+        (SOLUTIONS, ".ipynb"),
+        (REPO / "notebooks", ".ipynb"),
+    ):
+        text = (folder / chapter / f"{chapter}{suffix}").read_text(encoding="utf-8")
+        links = [m["repo"] + "/blob/" + m["ref"] + "/" + m["path"] for m in COLAB.finditer(text)]
+        assert links, f"{folder.name}/{chapter}{suffix} has no Colab badge"
+        assert set(links) == {expected}, f"{folder.name}/{chapter}{suffix}: {links}"
+
+
+def test_readme_badges_point_at_the_tagged_release():
+    _, slug, tag = _published()
+    for match in _colab_links():
+        assert (match["repo"], match["ref"]) == (slug, tag), match.group(0)
+    binder = [url for url in _readme_urls("mybinder.org") if "/v2/gh/" in url]
+    assert urlparse(binder[0]).path == f"/v2/gh/{slug}/{tag}", binder[0]
+
+
+# --- binder/ is generated ---------------------------------------------------------------
+
+
+def _binder_python() -> str:
+    return (BINDER / "runtime.txt").read_text().strip().removeprefix("python-")
+
+
+def test_binder_requirements_are_generated_from_pyproject_and_constraints():
+    from autograde import launch
+
+    extras = {extra for chapter in CHAPTERS for extra in _chapter_extras(chapter)}
+    fresh = launch.binder_requirements(
+        pyproject(), CONSTRAINTS.read_text(), extras, _binder_python()
+    )
+    assert (BINDER / "requirements.txt").read_text() == fresh, (
+        "binder/requirements.txt is stale: run `python -m autograde release`"
+    )
+
+
+def test_binder_installs_only_what_the_released_chapters_use():
+    used = {"core", "lab"} | {extra for chapter in CHAPTERS for extra in _chapter_extras(chapter)}
+    groups = {group: items for group, items in dependency_groups().items() if group in used}
+    allowed = {norm(req.name) for _, req in third_party(groups)}
+    extra = sorted({norm(req.name) for req in _binder_requirements()[1]} - allowed)
+    assert not extra, f"binder/requirements.txt installs {extra}, which no released chapter uses"
+
+
+# --- the release step writes them -------------------------------------------------------
+
+
+BINDER_FILES = ("requirements.txt", "runtime.txt")
+
+
+def _project_tree(tmp_path: Path, chapter: str, repository: str, version: str) -> Path:
+    """pyproject.toml (with another repository and version), README, constraints, binder/ and
+    one chapter script, copied into tmp_path; returns its solutions folder."""
+    text = PYPROJECT.read_text()
+    text = re.sub(r'^version = ".*"$', f'version = "{version}"', text, count=1, flags=re.M)
+    text = re.sub(r'^(Homepage|Repository) = ".*"$', rf'\1 = "{repository}"', text, flags=re.M)
+    (tmp_path / "pyproject.toml").write_text(text)
+    for name in ("README.md", "constraints/ci.txt", *(f"binder/{f}" for f in BINDER_FILES)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / name, tmp_path / name)
+    script = SOLUTIONS / chapter / f"{chapter}.py"
+    (tmp_path / "solutions" / chapter).mkdir(parents=True)
+    shutil.copyfile(script, tmp_path / "solutions" / chapter / script.name)
+    return tmp_path / "solutions"
+
+
+def test_release_step_writes_the_repository_and_tag_everywhere(tmp_path):
+    from autograde import launch
+
+    chapter = "04_attention"  # its setup cell lists only the torch extra
+    assert set(_chapter_extras(chapter)) == {"torch"}
+    solutions = _project_tree(tmp_path, chapter, "https://github.com/someone/fork", "2.1.0")
+    before = (solutions / chapter / f"{chapter}.py").read_text()
+    changed = launch.update(solutions, log=lambda msg: None)
+    assert {path.relative_to(tmp_path).as_posix() for path in changed} == {
+        f"solutions/{chapter}/{chapter}.py",
+        "README.md",
+        "binder/requirements.txt",
+    }
+    after = (solutions / chapter / f"{chapter}.py").read_text()
+    assert 'f"twin-gpt[{missing}] @ git+https://github.com/someone/fork@v2.1.0"' in after
+    badge = f"github/someone/fork/blob/v2.1.0/notebooks/{chapter}/{chapter}.ipynb"
+    assert badge in after
+    changed_lines = set(after.splitlines()) ^ set(before.splitlines())
+    assert len(changed_lines) == 4, changed_lines  # the install line and the badge, old and new
+    readme = (tmp_path / "README.md").read_text()
+    assert "https://mybinder.org/v2/gh/someone/fork/v2.1.0?urlpath=lab/tree/notebooks" in readme
+    assert "/twin-gpt/twin-gpt/" not in readme
+    binder = (tmp_path / "binder" / "requirements.txt").read_text()
+    names = {norm(Requirement(line).name) for line in requirement_lines(binder)}
+    assert "torch" in names and "tensorflow-cpu" not in names  # chapter 04 alone needs no TF
+    assert launch.update(solutions, log=lambda msg: None) == [], "a second release changes nothing"
+
+
+def test_release_step_refuses_a_setup_cell_without_extras(tmp_path):
+    from autograde import launch
+
+    solutions = _project_tree(tmp_path, "05_gpt", "https://github.com/twin-gpt/twin-gpt", "0.1.0")
+    script = solutions / "05_gpt" / "05_gpt.py"
+    script.write_text(re.sub(r"^ *extras = .*\n", "", script.read_text(), count=1, flags=re.M))
+    with pytest.raises(launch.LaunchError, match=r"05_gpt\.py.*extras"):
+        launch.update(solutions, log=lambda msg: None)
+
+
+# --- jupytext pairs solutions/, never notebooks/ ----------------------------------------
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_jupytext_pairs_solutions_and_never_the_release(chapter):
+    from jupytext.config import find_jupytext_configuration_file, load_jupytext_config
+    from jupytext.paired_paths import paired_paths
+
+    def paired(notebook: Path) -> set[Path]:
+        config_file = find_jupytext_configuration_file(str(notebook.parent))
+        assert config_file and Path(config_file).is_relative_to(REPO), (
+            f"{notebook}: no configuration of the project's applies (found {config_file})"
+        )
+        formats = load_jupytext_config(str(notebook)).default_formats(str(notebook))
+        return {Path(path) for path, _ in paired_paths(str(notebook), "ipynb", formats)}
+
+    solution = SOLUTIONS / chapter / f"{chapter}.ipynb"
+    assert paired(solution) == {solution, solution.with_suffix(".py")}
+    release = REPO / "notebooks" / chapter / f"{chapter}.ipynb"
+    assert paired(release) == {release}, "notebooks/ must never be paired with a script"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_saving_a_paired_solution_keeps_its_script(chapter):
+    """A solution saved from JupyterLab after running writes back the same script."""
+    import jupytext
+    from jupytext.config import load_jupytext_config
+
+    script = SOLUTIONS / chapter / f"{chapter}.py"
+    config = load_jupytext_config(str(script.with_suffix(".ipynb")))
+    nb = jupytext.read(script, config=config)
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}  # what a run adds
+    for cell in nb.cells:
+        cell.metadata["editable"] = True
+        cell.metadata["slideshow"] = {"slide_type": ""}
+    assert jupytext.writes(nb, fmt="py:percent", config=config) == script.read_text()
+
+
+def test_ruff_lints_the_chapter_scripts_and_no_notebook():
+    result = subprocess.run(
+        [_ruff(), "check", "--show-files", "--no-cache", "."],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    files = {Path(line.strip()).resolve() for line in result.stdout.splitlines() if line.strip()}
+    scripts = {(SOLUTIONS / chapter / f"{chapter}.py").resolve() for chapter in CHAPTERS}
+    assert scripts <= files, f"ruff does not lint {sorted(scripts - files)}"
+    notebooks = sorted(path for path in files if path.suffix == ".ipynb")
+    assert not notebooks, f"ruff lints notebooks (the scripts are the source): {notebooks[:3]}"

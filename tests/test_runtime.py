@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -223,52 +224,221 @@ def test_report_with_device(monkeypatch):
         assert device_line.split()[-1] == "cpu"
 
 
-# --- TensorFlow beside Triton ---------------------------------------------------------------
+# --- Triton and TensorFlow: imports without side effects, one explicit policy -----------------
 
-_TRITON_AFTER_TF = """
-import sys, warnings
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="needs triton installed"
+)
+needs_triton_and_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None or importlib.util.find_spec("tensorflow") is None,
+    reason="needs both triton and tensorflow installed",
+)
+
+
+def _run(code: str, folder: Path):
+    """Run `code` as a script in a fresh interpreter: process state is the subject here.
+
+    A file, not `python -c`: `@triton.jit` reads its function's source.
+    """
+    script = folder / "script.py"
+    script.write_text(textwrap.dedent(code))
+    # As a learner's process starts: TRITON_INTERPRET not decided yet.
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_importing_the_framework_packages_loads_no_triton_and_sets_no_variable(tmp_path):
+    result = _run(
+        """
+        import os, sys
+        before = dict(os.environ)
+        import course.torch, course.torch.model, course.torch.train, course.torch.sampling
+        import course.tf, kernels
+        from course.torch import GPT
+        changed = sorted(set(before.items()) ^ set(os.environ.items()))
+        blocked = sorted(name for name, module in sys.modules.items() if module is None)
+        loaded = sorted(m for m in ("triton", "tensorflow", "keras") if m in sys.modules)
+        print(changed, blocked, loaded, "torch" in sys.modules)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["[]", "[]", "[]", "True"]
+
+
+@needs_triton
+def test_use_triton_without_a_gpu_turns_the_interpreter_on_and_kernels_run(tmp_path):
+    # Triton is often loaded before the call (torch.optim does): that is not too late.
+    result = _run(
+        """
+        import os, sys
+        import triton
+        import torch
+        from course import runtime
+        runtime._has_cuda_driver = lambda: False  # the case under test, on any machine
+        assert "TRITON_INTERPRET" not in os.environ
+        triton = runtime.use_triton()
+        import triton.language as tl
+
+        @triton.jit
+        def double_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+            offsets = tl.arange(0, BLOCK)
+            x = tl.load(x_ptr + offsets, mask=offsets < n)
+            tl.store(y_ptr + offsets, x * 2, mask=offsets < n)
+
+        x, y = torch.arange(5.0), torch.zeros(5)
+        double_kernel[(1,)](x, y, 5, BLOCK=8)
+        print(os.environ["TRITON_INTERPRET"], y.tolist(), sys.modules["triton"] is triton)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1", "[0.0,", "2.0,", "4.0,", "6.0,", "8.0]", "True"]
+
+
+@needs_triton
+def test_use_triton_names_kernels_defined_before_the_interpreter_was_on(tmp_path):
+    result = _run(
+        """
+        import triton
+        import triton.language as tl
+        from course import runtime
+        runtime._has_cuda_driver = lambda: False
+
+        @triton.jit
+        def early_kernel(x_ptr):
+            pass
+
+        @triton.autotune(configs=[triton.Config({})], key=[])
+        @triton.jit
+        def tuned_kernel(x_ptr):
+            pass
+
+        try:
+            runtime.use_triton()
+        except RuntimeError as err:
+            print(err)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    message = result.stdout
+    assert "__main__.early_kernel" in message and "__main__.tuned_kernel" in message, message
+    assert "Restart the kernel" in message and "use_triton()" in message, message
+
+
+@needs_triton
+def test_use_triton_with_a_gpu_driver_leaves_the_interpreter_off(monkeypatch):
+    monkeypatch.setattr(runtime, "_has_cuda_driver", lambda: True)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert runtime.use_triton().__name__ == "triton"
+    assert "TRITON_INTERPRET" not in os.environ
+
+
+@needs_triton
+@pytest.mark.parametrize("value", ["0", "false", "off"])
+def test_use_triton_refuses_an_interpreter_turned_off_without_a_gpu(monkeypatch, value):
+    monkeypatch.setattr(runtime, "_has_cuda_driver", lambda: False)
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    with pytest.raises(RuntimeError, match=f"TRITON_INTERPRET={value!r}.*no NVIDIA driver"):
+        runtime.use_triton()
+
+
+def test_use_triton_when_triton_is_missing(monkeypatch):
+    if "triton" in sys.modules:
+        monkeypatch.delitem(sys.modules, "triton")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    assert runtime.use_triton(required=False) is None
+    with pytest.raises(ImportError, match=r"pip install 'twin-gpt\[triton\]'"):
+        runtime.use_triton()
+
+
+@needs_triton_and_tensorflow
+def test_after_a_plain_tensorflow_import_triton_is_refused_with_the_reason(tmp_path):
+    result = _run(
+        """
+        import sys, warnings
+        import tensorflow
+        from course import runtime
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            tf = runtime.import_tensorflow()
+        print("WARNING", [str(w.message) for w in caught if w.category is RuntimeWarning])
+        try:
+            runtime.use_triton()
+        except RuntimeError as err:
+            print("ERROR", err)
+        print("LOADED", "triton" in sys.modules, tf is tensorflow)
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert "TensorFlow was imported before Triton" in lines["WARNING"]
+    assert "import_tensorflow()" in lines["WARNING"]
+    assert "TensorFlow is already loaded" in lines["ERROR"]
+    assert "LLVM" in lines["ERROR"] and "Restart the kernel" in lines["ERROR"]
+    assert lines["LOADED"] == "False True"
+
+
+_TORCH_STEP = """
+import torch
+model = torch.nn.Linear(3, 2)
+optimizer = torch.optim.AdamW(model.parameters())  # loads Triton, through torch._dynamo
+model(torch.ones(1, 3)).sum().backward()
+optimizer.step()
+"""
+_TENSORFLOW = """
 from course import runtime
 tf = runtime.import_tensorflow()
-assert "triton" in sys.modules, "Triton was not loaded before TensorFlow"
-import torch
-p = torch.nn.Parameter(torch.ones(3))
-opt = torch.optim.SGD([p], lr=0.5)
-(p * p).sum().backward()
-opt.step()  # goes through torch._dynamo, which loads Triton's LLVM
-compiled = torch.compile(lambda x: x * 2, backend="eager")
-print("ok", float(p.sum()), float(tf.reduce_sum(tf.ones(2))), float(compiled(p).sum()))
+total = float(tf.reduce_sum(tf.ones(2)))
+"""
+_COMPILE = """
+double = torch.compile(lambda x: x * 2, backend="eager")
+print("ok", total, float(double(torch.ones(3)).sum()), os.environ.get("TRITON_INTERPRET"))
 """
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("triton") is None or importlib.util.find_spec("tensorflow") is None,
-    reason="needs both triton and tensorflow installed",
-)
-def test_import_tensorflow_lets_triton_load_later_in_the_same_process():
-    result = subprocess.run(
-        [sys.executable, "-c", _TRITON_AFTER_TF], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split() == ["ok", "0.0", "2.0", "0.0"]
+@needs_triton_and_tensorflow
+@pytest.mark.parametrize("tensorflow_first", [True, False], ids=["tensorflow-first", "torch-first"])
+def test_tensorflow_and_a_torch_training_step_in_either_order(tensorflow_first, tmp_path):
+    parts = [_TENSORFLOW, _TORCH_STEP] if tensorflow_first else [_TORCH_STEP, _TENSORFLOW]
+    result = _run("import os\n" + "".join(parts) + _COMPILE, tmp_path)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-2000:]}"
+    # import_tensorflow loads Triton first, but deciding its interpreter is use_triton's.
+    assert result.stdout.split() == ["ok", "2.0", "6.0", "None"]
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("triton") is None or importlib.util.find_spec("tensorflow") is None,
-    reason="needs both triton and tensorflow installed",
-)
-def test_preload_triton_warns_when_tensorflow_came_first():
-    code = (
-        "import warnings, sys\n"
-        "import tensorflow\n"
-        "from course import runtime\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        "    warnings.simplefilter('always')\n"
-        "    loaded = runtime.preload_triton()\n"
-        "loaded_now = sys.modules.get('triton') is not None\n"
-        "print(loaded, loaded_now, [str(w.message)[:40] for w in caught])\n"
+@needs_triton_and_tensorflow
+def test_the_course_optimizer_after_a_plain_tensorflow_import_is_an_error_not_an_abort(tmp_path):
+    """PyTorch's optimizers load Triton; after `import tensorflow` that aborts the process
+    (LLVM registered twice). The course's optimizer asks first and says what to do."""
+    result = _run(
+        """
+        import sys
+        import tensorflow
+        from course.config import get_preset
+        from course.torch.model import GPT
+        from course.torch.train import configure_optimizer
+        preset = get_preset("nano")
+        try:
+            configure_optimizer(GPT(preset.model), preset.train)
+        except RuntimeError as err:
+            print("ERROR", err)
+        print("LOADED", "triton" in sys.modules)
+        """,
+        tmp_path,
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.startswith("False False ['TensorFlow was imported before Triton")
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stderr[-2000:]}"
+    lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
+    assert "TensorFlow is already loaded" in lines["ERROR"], result.stdout
+    assert "import_tensorflow()" in lines["ERROR"]
+    assert lines["LOADED"] == "False"

@@ -8,9 +8,11 @@ import torch
 from course.config import GPTConfig
 from course.tf.convert import keras_to_torch, torch_to_keras, weight_pairs
 from course.tf.model import GPT as KerasGPT
+from course.tf.model import lm_loss
 from course.torch.model import GPT as TorchGPT
 
 tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
 
 SMALL = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=16, vocab_size=41)
 
@@ -178,3 +180,57 @@ def test_package_exports_load_lazily():
     assert package.torch_to_keras is torch_to_keras
     with pytest.raises(AttributeError, match="Transformer"):
         package.Transformer  # noqa: B018
+
+
+def _attention_dropout_only(model: KerasGPT) -> KerasGPT:
+    """Every Dropout layer (embeddings, residual branches) off: only the attention weights'
+    dropout, which is not a layer, is left to vary."""
+    for layer in model._flatten_layers():
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    return model
+
+
+@pytest.mark.parametrize("impl", ["manual", "sdpa"])
+def test_attention_dropout_also_drops_when_xla_compiled(impl):
+    model = _attention_dropout_only(KerasGPT(SMALL.replace(dropout=0.3, attn_impl=impl)))
+    x = tf.constant(_ids(2, 12))
+    training = tf.function(lambda x: model(x, training=True), jit_compile=True)
+    inference = tf.function(lambda x: model(x, training=False), jit_compile=True)
+    assert np.abs(training(x).numpy() - training(x).numpy()).max() > 1e-4, "a new mask each call"
+    assert np.abs(inference(x).numpy() - np.asarray(model(x))).max() <= 1e-5
+
+
+def test_dropout_adds_no_weights_and_checkpoints_still_fit(tmp_path):
+    plain, dropping = KerasGPT(SMALL), KerasGPT(SMALL.replace(dropout=0.2))
+
+    def layout(model):  # each weight's path inside the model, and its shape
+        return [(w.path.split("/", 1)[1], tuple(w.shape)) for w in model.weights]
+
+    assert layout(plain) == layout(dropping)
+    assert plain.h[0].attn.seed_generator is None  # no random state without dropout
+    plain.save_weights(tmp_path / "plain.weights.h5")
+    dropping.load_weights(tmp_path / "plain.weights.h5")
+    x = _ids(2, 7)
+    assert np.array_equal(np.asarray(dropping(x)), np.asarray(plain(x)))
+
+
+def test_attention_maps_are_causal_distributions():
+    model = KerasGPT(SMALL)
+    maps = np.asarray(model.attention_maps(_ids(1, 12)))
+    assert maps.shape == (SMALL.n_layer, SMALL.n_head, 12, 12)
+    np.testing.assert_allclose(maps.sum(-1), 1.0, atol=1e-5)
+    assert not np.triu(maps, k=1).any()
+    assert all(b.attn.attention_weights is None and not b.attn.keep_weights for b in model.h)
+
+
+def test_lm_loss_is_the_mean_over_counted_positions():
+    logits = np.random.default_rng(5).standard_normal((2, 3, 7)).astype("float32")
+    targets = np.array([[1, -1, 6], [-1, -1, 0]])
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -np.mean([log_probs[0, 0, 1], log_probs[0, 2, 6], log_probs[1, 2, 0]])
+    assert abs(float(lm_loss(targets, logits)) - expected) <= 1e-6
+    assert abs(float(lm_loss(targets.astype("int32"), logits)) - expected) <= 1e-6
+    other = np.array([[1, 6, 6], [6, 6, 0]])  # another ignored value
+    expected = -np.mean([log_probs[0, 0, 1], log_probs[1, 2, 0]])
+    assert abs(float(lm_loss(other, logits, ignore_index=6)) - expected) <= 1e-6

@@ -9,10 +9,13 @@ import pytest
 import torch
 from conftest import needs_shared_corpus
 
+from course import runtime
 from course.config import get_preset, lr_at
 from course.tf.convert import torch_to_keras
 from course.tf.model import GPT as KerasGPT
 from course.tf.train import (
+    CHECKPOINT,
+    STATE,
     WarmupCosine,
     configure_optimizer,
     load_checkpoint,
@@ -28,6 +31,12 @@ tf = pytest.importorskip("tensorflow")
 # A random token stream is enough to compare trainers; the corpus only for learning.
 _RNG = np.random.default_rng(0)
 TOKENS = (_RNG.integers(0, 65, 20_000), _RNG.integers(0, 65, 4_000))
+
+
+@pytest.fixture(autouse=True)
+def token_cache(tmp_path, monkeypatch):
+    """Token files of the corpus go to tmp_path, never to a real cache an earlier run filled."""
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _preset(**overrides):
@@ -106,6 +115,7 @@ def test_files_of_a_run(tmp_path):
     for key in ("iters", "train_loss", "val_loss", "tokens_per_sec", "peak_rss_mb"):
         assert isinstance(metrics[key], int | float), key
     assert metrics["iters"] == 20 and metrics["framework"] == "tf"
+    assert metrics["threads"] == runtime._usable_cpus()  # threads=0: one per usable core
     assert (tmp_path / "metrics.csv").read_text().startswith("event,iter,loss")
     assert list((tmp_path / "tb").iterdir()), "no TensorBoard event file"
     model, _ = load_model(tmp_path)
@@ -146,6 +156,46 @@ def test_missing_and_corrupt_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "ckpt" / "model.weights.h5").write_bytes(b"\x89HDF\r\n garbage")
     with pytest.raises(ValueError, match="corrupt"):
         load_model(tmp_path)
+
+
+class _Checked(Exception):
+    """Stops the trainer once it has checked its tokens."""
+
+
+def test_threads_and_tokens_are_set_up_as_the_pytorch_trainer_does(monkeypatch):
+    import course.tf.train as keras_trainer
+
+    asked = []
+    monkeypatch.setattr(runtime, "set_threads", lambda n=0: asked.append(n) or 7)
+
+    def stop(name, *args):
+        raise _Checked
+
+    monkeypatch.setattr(keras_trainer, "check_tokens", stop)
+    with pytest.raises(_Checked):
+        train(_preset(threads=3), data=TOKENS, progress=False)
+    assert asked == [3]
+
+
+def test_checkpoint_files_are_strict_json_and_nothing_is_left_over(tmp_path):
+    preset = _preset()
+    model = KerasGPT(preset.model)
+    model(TOKENS[0][:32][None])  # built: its weights exist
+    optimizer = configure_optimizer(model, preset.train)
+    optimizer.build(model.trainable_variables)
+    config = preset.model.to_dict()
+    for step in (1, 2):  # the second save replaces the first
+        save_checkpoint(tmp_path, model, optimizer, step=step, model_config=config,
+                        train_config={}, best_val_loss=math.nan)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CHECKPOINT]
+    folder = tmp_path / CHECKPOINT
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["model.weights.h5", "optimizer.npz", STATE]
+    )
+    text = (folder / STATE).read_text()
+    state = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {STATE}"))
+    assert state["step"] == 2 and state["best_val_loss"] is None
+    assert load_checkpoint(tmp_path)[0]["step"] == 2
 
 
 def test_fit_works_with_keras_callbacks():

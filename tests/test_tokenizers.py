@@ -26,6 +26,8 @@ from course.tokenizers import (
     apply_merges,
     count_pairs,
     merge_pair,
+    tokenizer_from_state,
+    tokenizer_state,
 )
 
 # --- The corpus -------------------------------------------------------------------------------
@@ -425,6 +427,54 @@ def test_save_load_round_trip_gives_identical_encodings(small_bpe, shakespeare, 
     text = shakespeare[-20_000:] + "<|endoftext|> 🙂"
     assert loaded.encode(text) == small_bpe.encode(text)
     assert [p.name for p in tmp_path.iterdir()] == ["bpe.json"]  # no temporary file left
+
+
+def test_save_replaces_a_file_whole_and_creates_its_folder(tmp_path):
+    path = tmp_path / "new" / "bpe.json"
+    BPETokenizer.train("ab ab ab cd", 256 + 4).save(path)  # the folder did not exist
+    first = path.read_bytes()
+    BPETokenizer([], ["<|endoftext|>"]).save(path)  # shorter: nothing of the first is left
+    assert json.loads(path.read_text(encoding="utf-8"))["merges"] == []
+    assert len(path.read_bytes()) < len(first)
+    assert [p.name for p in path.parent.iterdir()] == ["bpe.json"]
+
+
+def test_a_save_that_fails_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "bpe.json"
+    BPETokenizer.train("ab ab ab cd", 256 + 4).save(path)
+    before = path.read_bytes()
+
+    def fails(document, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tokenizers.json, "dumps", fails)
+    with pytest.raises(OSError, match="disk full"):
+        BPETokenizer([], ["<|endoftext|>"]).save(path)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "tokenizer, text",
+    [
+        (CharTokenizer(["\n", " ", "a", "é"]), " a\na é"),
+        (BPETokenizer([(97, 98), (256, 99)], ["<|endoftext|>"]), "abc ab<|endoftext|> t"),
+        (BPETokenizer([(32, 116)], [], pattern=r"\S+|\s+"), "abc ab t t"),
+    ],
+    ids=["char", "bpe", "bpe-own-pattern"],
+)
+def test_tokenizer_state_is_plain_data_and_round_trips(tokenizer, text):
+    state = tokenizer_state(tokenizer)
+    assert json.loads(json.dumps(state)) == state  # lists, strings, numbers: checkpoint-safe
+    back = tokenizer_from_state(json.loads(json.dumps(state)))
+    assert type(back) is type(tokenizer) and back.vocab_size == tokenizer.vocab_size
+    assert back.encode(text) == tokenizer.encode(text)
+    assert back.decode(tokenizer.encode(text)) == text
+
+
+def test_tokenizer_state_of_none_and_of_strangers():
+    assert tokenizer_state(None) is None and tokenizer_from_state(None) is None
+    with pytest.raises(TypeError, match="CharTokenizer or a BPETokenizer"):
+        tokenizer_state(lambda text: [ord(c) for c in text])
 
 
 @pytest.fixture

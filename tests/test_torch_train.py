@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import REPO, SHARED_DATA_DIR, needs_shared_corpus
 
+from course import runtime
 from course.config import PRESETS, GPTConfig, get_preset, lr_at
 from course.data import get_batch
 from course.runtime import seed_everything
@@ -22,6 +23,7 @@ from course.tokenizers import BPETokenizer, CharTokenizer
 from course.torch.model import GPT
 from course.torch.sampling import generate
 from course.torch.train import (
+    CHECKPOINT,
     REQUIRED_KEYS,
     configure_optimizer,
     estimate_loss,
@@ -35,6 +37,7 @@ TRAIN_EVENT = {"event", "iter", "loss", "lr", "ms_per_iter", "tokens_per_sec"}
 EVAL_EVENT = {"event", "iter", "train_loss", "val_loss"}
 METRICS = {"iters", "train_loss", "val_loss", "tokens_per_sec", "ms_per_iter", "peak_rss_mb"}
 METRICS |= {"seconds", "preset", "framework", "n_params", "model_config", "train_config"}
+METRICS |= {"threads"}
 UNIGRAM_VAL_LOSS = 3.35  # best a model that ignores the context can do on the char val split
 
 
@@ -50,6 +53,12 @@ def random_tokens(n: int = 4000, vocab: int = 65, seed: int = 0) -> tuple[np.nda
 
 def events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def token_cache(tmp_path, monkeypatch):
+    """Token files of the corpus go to tmp_path, never to a real cache an earlier run filled."""
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(tmp_path / "cache"))
 
 
 # --- The optimizer and the schedule -------------------------------------------------------
@@ -102,6 +111,19 @@ def test_estimate_loss_restores_mode_and_leaves_the_stream_alone():
     assert abs(first["val"] - math.log(65)) < 0.1  # untrained: about uniform over 65
 
 
+def test_the_preset_threads_are_applied_by_the_one_policy(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.setattr(runtime, "_usable_cpus", lambda: 3)  # not this machine's count
+    try:
+        one = train(nano(max_iters=1, eval_iters=1), data=random_tokens(), progress=False)
+        assert one.metrics["threads"] == 1 == torch.get_num_threads()
+        every_core = train(get_preset("nano", {"max_iters": 1, "eval_iters": 1}),
+                           data=random_tokens(), progress=False)  # fmt: skip
+        assert every_core.metrics["threads"] == 3 == torch.get_num_threads()  # threads=0
+    finally:
+        torch.set_num_threads(before)
+
+
 # --- Learning on the real corpus, metrics files -------------------------------------------
 
 
@@ -113,7 +135,9 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("nano")
     seen: list[dict] = []
     preset = nano(max_iters=1000, eval_interval=250, eval_iters=20)
-    return out, train(preset, out, progress=False, callback=seen.append), seen
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("COURSE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        return out, train(preset, out, progress=False, callback=seen.append), seen
 
 
 @pytest.mark.slow
@@ -149,6 +173,7 @@ def test_metrics_files(trained):
     assert metrics["n_params"] == result.model.num_params()
     assert metrics["tokens_per_sec"] == pytest.approx(8 * 32 * 1000 / metrics["ms_per_iter"])
     assert 50 < metrics["peak_rss_mb"] < 4000
+    assert metrics["threads"] == 1  # the preset's, applied by course.runtime.set_threads
     assert metrics["model_config"] == result.model.config.to_dict()
 
 
@@ -160,7 +185,7 @@ def test_load_model_gives_back_the_trained_model(trained):
     assert not model.training
     for name, value in result.model.state_dict().items():
         assert torch.equal(model.state_dict()[name], value), name
-    state = load_checkpoint(out / "ckpt.pt")
+    state = load_checkpoint(out / CHECKPOINT)
     assert state["step"] == 1000 and state["preset"] == "nano"
     assert state["best_val_loss"] == min(e["val_loss"] for e in result.history if "val_loss" in e)
     prompt = torch.tensor([tokenizer.encode("ROMEO:")])

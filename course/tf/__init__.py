@@ -1,8 +1,9 @@
 """The TensorFlow/Keras 3 side of Twin GPT, the mirror of `course.torch`.
 
 Import it qualified, never `from course import tf`. The names below load their submodule
-(and TensorFlow, through `course.runtime.import_keras()`, which keeps it safe beside
-Triton) on first use, so importing the package alone stays cheap:
+(and TensorFlow, through `course.runtime.import_tensorflow()` and `import_keras()`, which
+load Triton first where it is installed, the one order in which both work) on first use,
+so importing the package alone stays cheap and changes nothing:
 
     from course.tf import GPT as KerasGPT           # the Keras GPT (chapter 06)
     from course.tf import torch_to_keras, keras_to_torch   # weights, both ways

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from course import runtime
-from course.runs import check_sampling_args
+from course.sampling import check_sampling_args
 
 tf = runtime.import_tensorflow()
 

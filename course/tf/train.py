@@ -24,6 +24,7 @@ The recipe is the PyTorch trainer's (course.torch.train), expressed in Keras:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -39,26 +40,20 @@ import numpy as np
 
 from course import runtime
 from course.config import GPTConfig, Preset, TrainConfig, lr_at
-from course.data import get_batch
-from course.runs import (
-    METRICS,
-    EventLog,
-    check_tokens,
-    eval_seed,
-    peak_rss_mb,
-    shakespeare_splits,
-    tokenizer_from_state,
-    tokenizer_state,
-    write_json,
-)
+from course.data import check_tokens, corpus_tokens, eval_seed, get_batch
+from course.files import replace_atomically, write_json, write_text
+from course.metrics import KERAS_CHECKPOINT, METRICS, EventLog, peak_rss_mb
 from course.tf.data import make_dataset
 from course.tf.model import GPT, lm_loss
+from course.tokenizers import tokenizer_from_state, tokenizer_state
 
 keras = runtime.import_keras()
 tf = runtime.import_tensorflow()
 
-CHECKPOINT = "ckpt"  # a folder: model.weights.h5, optimizer.npz, state.json
-_OLD, _NEW = ".ckpt-old", ".ckpt-new"
+CHECKPOINT = KERAS_CHECKPOINT  # the checkpoint folder in a run's out_dir
+WEIGHTS, OPTIMIZER, STATE = "model.weights.h5", "optimizer.npz", "state.json"  # its files
+METRICS_CSV = "metrics.csv"  # the event log as a table, written at the end
+_OLD, _NEW = f".{CHECKPOINT}-old", f".{CHECKPOINT}-new"
 
 # --------------------------------------------------------------------------------------
 # Schedule and optimizer
@@ -150,21 +145,23 @@ def estimate_loss(
 def save_checkpoint(out_dir: str | os.PathLike[str], model: GPT, optimizer, **state) -> Path:
     """Write out_dir/ckpt/ (weights, optimizer variables, state.json) as a whole.
 
-    The new checkpoint is written to a side folder and swapped in by renames; if the
-    process dies before the swap, the previous ckpt/ is untouched, and `load_checkpoint`
-    also finds it if the process dies between the two renames.
+    Each file of the new checkpoint is written and synced to disk in a side folder
+    (optimizer.npz and state.json through `course.files`; Keras writes the weights, which
+    are then synced here), and the folder is swapped in by renames: if the process dies
+    before the swap, the previous ckpt/ is untouched, and `load_checkpoint` also finds it
+    if the process dies between the two renames. NaN or infinite numbers in `state` are
+    stored as null.
     """
     out = Path(out_dir)
     new, final, old = out / _NEW, out / CHECKPOINT, out / _OLD
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
-    model.save_weights(str(new / "model.weights.h5"))
+    model.save_weights(str(new / WEIGHTS))  # Keras needs a file name ending in .weights.h5
+    with (new / WEIGHTS).open("rb") as f:
+        os.fsync(f.fileno())  # on disk before the swap
     arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
-    np.savez(new / "optimizer.npz", **arrays)
-    (new / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
-    for path in new.iterdir():  # everything on disk before the swap
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
+    replace_atomically(new / OPTIMIZER, lambda f: np.savez(f, **arrays))
+    write_json(new / STATE, state)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         final.rename(old)
@@ -175,10 +172,10 @@ def save_checkpoint(out_dir: str | os.PathLike[str], model: GPT, optimizer, **st
 
 def _checkpoint_dir(out_dir: str | os.PathLike[str]) -> Path:
     out = Path(out_dir)
-    if out.name == CHECKPOINT and (out / "state.json").exists():
+    if out.name == CHECKPOINT and (out / STATE).exists():
         return out
     for candidate in (out / CHECKPOINT, out / _OLD):  # _OLD: died between the renames
-        if (candidate / "state.json").is_file():
+        if (candidate / STATE).is_file():
             return candidate
     raise FileNotFoundError(f"no Keras checkpoint in {out} (expected {out / CHECKPOINT})")
 
@@ -187,9 +184,9 @@ def load_checkpoint(out_dir: str | os.PathLike[str]) -> tuple[dict, Path]:
     """state.json of the checkpoint in out_dir (and its folder), with clear errors."""
     folder = _checkpoint_dir(out_dir)
     try:
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        state = json.loads((folder / STATE).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"checkpoint {folder} is corrupt (state.json: {err})") from None
+        raise ValueError(f"checkpoint {folder} is corrupt ({STATE}: {err})") from None
     missing = [k for k in ("step", "model_config", "train_config") if k not in state]
     if missing:
         raise ValueError(f"checkpoint {folder} is missing {missing}: not a training checkpoint")
@@ -200,8 +197,8 @@ def _restore(folder: Path, model: GPT, optimizer) -> None:
     try:
         with warnings.catch_warnings():  # the optimizer is restored below, not by Keras
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            model.load_weights(str(folder / "model.weights.h5"))
-        with np.load(folder / "optimizer.npz", allow_pickle=False) as saved:
+            model.load_weights(str(folder / WEIGHTS))
+        with np.load(folder / OPTIMIZER, allow_pickle=False) as saved:
             arrays = [saved[key] for key in sorted(saved.files)]
     except Exception as err:  # h5py and numpy raise many kinds for a damaged file
         raise ValueError(f"checkpoint {folder} is corrupt: {err}") from None
@@ -220,7 +217,7 @@ def load_model(out_dir: str | os.PathLike[str]):
     state, folder = load_checkpoint(out_dir)
     model = GPT(GPTConfig.from_dict(state["model_config"]))
     try:
-        model.load_weights(str(folder / "model.weights.h5"))
+        model.load_weights(str(folder / WEIGHTS))
     except Exception as err:
         raise ValueError(f"checkpoint {folder} is corrupt: {err}") from None
     return model, tokenizer_from_state(state.get("tokenizer"))
@@ -281,10 +278,11 @@ class _Run(keras.callbacks.Callback):
 def _write_csv(path: Path, history: list[dict]) -> None:
     columns = ["event", "iter", "loss", "lr", "ms_per_iter", "tokens_per_sec", "train_loss",
                "val_loss"]  # fmt: skip
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(history)
+    write_text(path, table.getvalue())
 
 
 def train(
@@ -316,10 +314,15 @@ def train(
         )
     if state is not None and tokenizer is None:
         tokenizer = tokenizer_from_state(state.get("tokenizer"))
-    if tcfg.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(tcfg.threads)
+    threads = runtime.set_threads(tcfg.threads)
     if data is None:
-        *data, tokenizer = shakespeare_splits(tcfg, mcfg.vocab_size, tokenizer, progress)
+        *data, tokenizer = corpus_tokens(
+            tokenizer=tokenizer,
+            kind=tcfg.tokenizer,
+            vocab_size=mcfg.vocab_size,
+            val_fraction=tcfg.val_fraction,
+            progress=progress,
+        )
     splits = {
         name: check_tokens(name, tokens, mcfg.vocab_size, mcfg.block_size)
         for name, tokens in zip(("train", "val"), data[:2], strict=True)
@@ -404,6 +407,7 @@ def train(
         "peak_rss_mb": peak_rss_mb(),
         "seconds": time.perf_counter() - started,
         "n_params": model.num_params(),
+        "threads": threads,
         "jit_compile": bool(jit_compile and not run_eagerly),
         "run_eagerly": run_eagerly,
         "tensorflow_version": tf.__version__,
@@ -413,5 +417,5 @@ def train(
     }
     if out is not None:
         write_json(out / METRICS, metrics)
-        _write_csv(out / "metrics.csv", log.history)
+        _write_csv(out / METRICS_CSV, log.history)
     return TrainResult(model=model, optimizer=optimizer, metrics=metrics, history=log.history)

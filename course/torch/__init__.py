@@ -7,15 +7,16 @@ package alone stays cheap:
     from course.torch import GPT, generate      # the model (chapters 04-05) and sampling
     from course.torch.data import make_loader   # random (x, y) batches as a DataLoader
     from course.torch.train import train        # the training loop, checkpoints, metrics
+
+Importing it imports neither Triton nor TensorFlow and sets no environment variable: Triton
+is imported only when a Triton kernel is first used (`attn_impl="triton"`, through
+`course.runtime.import_kernels`). To use TensorFlow in the same process, import it with
+`course.runtime.import_tensorflow()`, which loads the two in the one order that works.
 """
 
 from __future__ import annotations
 
-from course import runtime
 from course._lazy import lazy_exports
-
-# Before torch: with Triton loaded first, a later TensorFlow import cannot abort the process.
-runtime.preload_triton()
 
 _EXPORTS = {
     "GPT": "model",

@@ -82,7 +82,8 @@ def make_loader(
 
     `steps=None` gives an endless loader (stop it yourself, e.g. with `zip(range(n), ...)`);
     `num_workers > 0` slices in worker processes and keeps the same batches in the same
-    order (see the module docstring). `data` may be a np.memmap.
+    order (see the module docstring). `data` may be a np.memmap. The batches are CPU
+    tensors, as a DataLoader's are: move each to the model's device (`x.to(device)`).
     """
     check_int("num_workers", num_workers, 0)
     dataset = RandomBlocks(data, batch_size, block_size, seed, steps)

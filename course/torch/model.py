@@ -138,16 +138,20 @@ class CausalSelfAttention(nn.Module):
 
 
 def _triton_attention(q, k, v) -> torch.Tensor:
-    try:  # chapter 07's kernels; imported only when asked for
-        from kernels.attention import flash_attention
-    except ImportError as err:
+    from course import runtime  # Triton and kernels/ load only when attn_impl="triton" runs
+
+    try:
+        attention = runtime.import_kernels("attention")  # checks it is Twin GPT's kernels/
+    except ModuleNotFoundError as err:
+        if err.name != "kernels.attention":
+            raise
         raise NotImplementedError(
-            "attn_impl='triton' needs chapter 07's kernels (kernels.attention.flash_attention), "
-            f"which are not available here ({err}); use attn_impl='sdpa' or 'manual'"
+            "attn_impl='triton' needs kernels.attention.flash_attention, which arrives with "
+            "chapter 07 (it is not in kernels/ yet); use attn_impl='sdpa' or 'manual'"
         ) from None
     if q.size(-2) != k.size(-2):
         raise NotImplementedError("attn_impl='triton' does not support a KV cache; use 'sdpa'")
-    return flash_attention(q, k, v, causal=True)
+    return attention.flash_attention(q, k, v, causal=True)
 
 
 class MLP(nn.Module):
@@ -272,6 +276,7 @@ class GPT(nn.Module):
                 f"idx must have shape (B, T), got {tuple(idx.shape)}; add a batch "
                 "dimension with idx[None] for a single sequence"
             )
+        _check_device("idx", idx, self.transformer.wte.weight.device)
         B, T = idx.shape
         if T == 0:
             raise ValueError("idx is empty (T = 0): give the model at least one token")
@@ -294,6 +299,7 @@ class GPT(nn.Module):
                 raise ValueError(f"targets must have the shape of idx {(B, T)}, got {shape}")
             if targets.dtype not in (torch.int64, torch.int32):
                 raise TypeError(f"targets must hold token ids (torch.long), got {targets.dtype}")
+            _check_device("targets", targets, idx.device)
         return B, T
 
     @torch.no_grad()
@@ -308,6 +314,16 @@ class GPT(nn.Module):
         finally:
             for block in blocks:
                 block.attn.keep_weights, block.attn.weights = False, None
+
+
+def _check_device(name: str, tensor: torch.Tensor, device: torch.device) -> None:
+    """A clear error for a tensor on another device than the model's (one comparison of two
+    devices: cheap, and a constant to torch.compile)."""
+    if tensor.device != device:
+        raise ValueError(
+            f"{name} is on {tensor.device} but the model is on {device}: create it there "
+            f"(device=...) or move it with {name}.to({str(device)!r})"
+        )
 
 
 # --------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from collections.abc import Iterable
 import torch
 import torch.nn.functional as F
 
-from course.runs import check_sampling_args
+from course.sampling import check_sampling_args
+from course.torch.devices import model_device
 
 
 def filter_logits(
@@ -71,13 +72,15 @@ def generate(
 
     Stops early once every row has produced one of `stop_tokens` (rows that stopped are
     padded with their stop token). `seed` makes sampling repeatable. The model is put in
-    eval mode for the call and restored afterwards.
+    eval mode for the call and restored afterwards. A prompt on another device is moved to
+    the model's, where the result is too.
     """
     check_sampling_args(max_new_tokens, temperature, top_k, top_p)
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be a (B, T) tensor of token ids, got {shape}")
-    stops = torch.tensor(sorted({int(t) for t in stop_tokens}), dtype=idx.dtype)
+    idx = idx.to(model_device(model))
+    stops = torch.tensor(sorted({int(t) for t in stop_tokens}), dtype=idx.dtype, device=idx.device)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=idx.device).manual_seed(seed)
@@ -98,7 +101,7 @@ def generate(
             token = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             if len(stops):
                 token = torch.where(finished[:, None], stops[0], token)
-                finished |= torch.isin(token[:, 0], stops.to(token.device))
+                finished |= torch.isin(token[:, 0], stops)
             out = torch.cat([out, token], dim=1)
             fresh = token
             if len(stops) and bool(finished.all()):

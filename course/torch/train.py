@@ -38,24 +38,19 @@ import numpy as np
 import torch
 
 from course.config import GPTConfig, Preset, TrainConfig, lr_at
-from course.data import get_batch
-from course.runs import (
-    METRICS,
-    EventLog,
-    check_tokens,
-    eval_seed,
-    peak_rss_mb,
-    replace_atomically,
-    shakespeare_splits,
-    tokenizer_from_state,
-    tokenizer_state,
-    write_json,
+from course.data import check_tokens, corpus_tokens, eval_seed, get_batch
+from course.files import replace_atomically, write_json
+from course.metrics import METRICS, TORCH_CHECKPOINT, EventLog, peak_rss_mb
+from course.runtime import (
+    check_torch_may_load_triton,
+    pick_device,
+    seed_everything,
+    set_threads,
 )
-from course.runtime import _usable_cpus, pick_device, seed_everything
-from course.tokenizers import CharTokenizer
+from course.tokenizers import BPETokenizer, CharTokenizer, tokenizer_from_state, tokenizer_state
 from course.torch.model import GPT
 
-CHECKPOINT = "ckpt.pt"
+CHECKPOINT = TORCH_CHECKPOINT  # the checkpoint file in a run's out_dir
 REQUIRED_KEYS = (
     "model", "optimizer", "step", "model_config", "train_config", "preset",
     "torch_rng", "numpy_rng", "tokenizer", "best_val_loss",
@@ -75,6 +70,7 @@ def configure_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch
     10% faster per step than `foreach` on 2 CPU cores and 40% faster than a Python loop
     over parameters. Where it is not available, `foreach` is used.
     """
+    check_torch_may_load_triton("Building a PyTorch optimizer")  # an error, not an abort
     params = [p for p in model.parameters() if p.requires_grad]  # the tied head counts once
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": train_cfg.weight_decay},
@@ -87,7 +83,9 @@ def configure_optimizer(model: torch.nn.Module, train_cfg: TrainConfig) -> torch
         return torch.optim.AdamW(groups, foreach=True, **kwargs)
 
 
-def _to_tensors(x: np.ndarray, y: np.ndarray, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _to_tensors(
+    x: np.ndarray, y: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     # No copy on the CPU: the tensors share the numpy arrays' memory.
     return torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
 
@@ -106,7 +104,7 @@ def estimate_loss(
     The batches come from their own generator, np.random.default_rng(seed), so evaluating
     never moves the training batch stream. The model's train/eval mode is restored.
     """
-    device = next(model.parameters()).device.type
+    device = next(model.parameters()).device  # the index too: cuda:1 stays cuda:1
     was_training = model.training
     model.eval()
     try:
@@ -124,7 +122,7 @@ def estimate_loss(
 
 
 # --------------------------------------------------------------------------------------
-# Checkpoints: written atomically (course.runs), read without running code
+# Checkpoints: written atomically (course.files), read without running code
 # --------------------------------------------------------------------------------------
 
 
@@ -173,7 +171,9 @@ def _checkpoint_path(out_dir: str | os.PathLike[str]) -> Path:
     return path if path.is_file() else path / CHECKPOINT
 
 
-def load_model(out_dir: str | os.PathLike[str]) -> tuple[GPT, CharTokenizer | None]:
+def load_model(
+    out_dir: str | os.PathLike[str],
+) -> tuple[GPT, CharTokenizer | BPETokenizer | None]:
     """The trained GPT in out_dir/ckpt.pt (CPU, eval mode) and its tokenizer: a
     CharTokenizer, a BPETokenizer for tokenizer="bpe" runs, or None if `train` was given
     token arrays without a tokenizer. `out_dir` may also be the checkpoint file itself."""
@@ -232,8 +232,10 @@ def train(
 ) -> TrainResult:
     """Train a GPT with `preset` and return it with its optimizer, metrics and history.
 
-    data: (train_tokens, val_tokens) 1-D int arrays; default Tiny Shakespeare, encoded
-    with `tokenizer` (default: built from the text as the preset's `tokenizer` says).
+    data: (train_tokens, val_tokens) 1-D int arrays; default Tiny Shakespeare through
+    `course.data.corpus_tokens`, encoded with `tokenizer` (default: built from the text as
+    the preset's `tokenizer` says) and cached, so a later run does not encode it again.
+    The preset's `threads` is applied with `course.runtime.set_threads` (0 = one per core).
     out_dir: where ckpt.pt, metrics.jsonl and metrics.json go (nothing is written if None).
     resume: continue from out_dir/ckpt.pt, exactly where it stopped. callback(event) sees
     every event logged to metrics.jsonl. model: train this GPT instead of a new one.
@@ -254,10 +256,15 @@ def train(
     if state is not None and tokenizer is None:
         tokenizer = tokenizer_from_state(state["tokenizer"])
 
-    torch.set_num_threads(tcfg.threads or _usable_cpus())
+    threads = set_threads(tcfg.threads)
     if data is None:
-        data = shakespeare_splits(tcfg, mcfg.vocab_size, tokenizer, progress)
-        tokenizer = data[2]
+        *data, tokenizer = corpus_tokens(
+            tokenizer=tokenizer,
+            kind=tcfg.tokenizer,
+            vocab_size=mcfg.vocab_size,
+            val_fraction=tcfg.val_fraction,
+            progress=progress,
+        )
     splits = {
         name: check_tokens(name, tokens, mcfg.vocab_size, mcfg.block_size)
         for name, tokens in zip(("train", "val"), data[:2], strict=True)
@@ -269,7 +276,7 @@ def train(
         model = GPT(mcfg).to(pick_device())  # COURSE_DEVICE=cpu forces the CPU
     elif model.config != mcfg:
         raise ValueError(f"model.config {model.config} differs from the preset's {mcfg}")
-    device = next(model.parameters()).device.type
+    device = next(model.parameters()).device
     optimizer = configure_optimizer(model, tcfg)
     rng = np.random.default_rng(tcfg.seed)  # the one generator of training batches
     step, best_val = 0, math.inf
@@ -363,8 +370,8 @@ def train(
         "peak_rss_mb": peak_rss_mb(),
         "seconds": time.perf_counter() - started,
         "n_params": model.num_params(),
-        "threads": torch.get_num_threads(),
-        "device": device,
+        "threads": threads,
+        "device": str(device),
         "torch_version": torch.__version__,
         "model_config": mcfg.to_dict(),
         "train_config": tcfg.to_dict(),

@@ -7,16 +7,20 @@
 # ---
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Twin GPT · 00 Setup. Run this cell first: on Colab it installs the course library;
-# on your machine or Binder the library is already there and nothing is installed.
+# Twin GPT · 00 Setup
+# Run this cell first. On Colab it installs the course library with this chapter's extras,
+# keeping Colab's own PyTorch and TensorFlow; on your machine or on Binder the library is
+# already there and nothing is installed.
 import importlib.util
 import subprocess
 import sys
 
 if importlib.util.find_spec("course") is None:
+    extras = {"torch": "torch", "tf": "tensorflow"}  # extra: the module it installs
+    missing = ",".join(e for e, module in extras.items() if not importlib.util.find_spec(module))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "twin-gpt @ git+https://github.com/twin-gpt/twin-gpt"],
+         f"twin-gpt[{missing}] @ git+https://github.com/twin-gpt/twin-gpt@v0.1.0"],
         check=True,
     )
 from course import runtime
@@ -24,7 +28,7 @@ from course import runtime
 print(runtime.versions_line())
 
 # %% tags=["parameters"] nbgrader={"grade": false, "grade_id": "parameters", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Parameters (papermill convention). COURSE_SMOKE=1 runs everything small and fast:
+# Parameters (this cell is tagged `parameters`). COURSE_SMOKE=1 runs everything small and fast:
 # the test suite and the graders use it.
 SMOKE = runtime.smoke_mode()
 TIMING_SHAPE = (64, 128) if SMOKE else (512, 1024)  # logits for the timing section
@@ -33,7 +37,7 @@ TIMING_REPEATS = 3 if SMOKE else 50
 # %% [markdown]
 # # 00 · Setup: one GPT, built twice
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/main/notebooks/00_setup/00_setup.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/00_setup/00_setup.ipynb)
 #
 # "PyTorch or TensorFlow for LLMs?" is usually argued with opinions. In this course you
 # settle it with measurements, on a model you wrote yourself: you build one small GPT

@@ -7,16 +7,20 @@
 # ---
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Twin GPT · 01 Tensors. Run this cell first: on Colab it installs the course library;
-# on your machine or Binder the library is already there and nothing is installed.
+# Twin GPT · 01 Tensors
+# Run this cell first. On Colab it installs the course library with this chapter's extras,
+# keeping Colab's own PyTorch and TensorFlow; on your machine or on Binder the library is
+# already there and nothing is installed.
 import importlib.util
 import subprocess
 import sys
 
 if importlib.util.find_spec("course") is None:
+    extras = {"torch": "torch", "tf": "tensorflow"}  # extra: the module it installs
+    missing = ",".join(e for e, module in extras.items() if not importlib.util.find_spec(module))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "twin-gpt @ git+https://github.com/twin-gpt/twin-gpt"],
+         f"twin-gpt[{missing}] @ git+https://github.com/twin-gpt/twin-gpt@v0.1.0"],
         check=True,
     )
 from course import runtime
@@ -24,7 +28,7 @@ from course import runtime
 print(runtime.versions_line())
 
 # %% tags=["parameters"] nbgrader={"grade": false, "grade_id": "parameters", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Parameters (papermill convention). COURSE_SMOKE=1 runs everything small and fast:
+# Parameters (this cell is tagged `parameters`). COURSE_SMOKE=1 runs everything small and fast:
 # the test suite and the graders use it.
 SMOKE = runtime.smoke_mode()
 MLP_ROWS = 64 if SMOKE else 512  # rows (B*T tokens) through the MLP block of the last section
@@ -37,7 +41,7 @@ COMPILE_BACKEND = "eager" if SMOKE else "inductor"
 # %% [markdown]
 # # 01 · Tensors, side by side
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/main/notebooks/01_tensors/01_tensors.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/01_tensors/01_tensors.ipynb)
 #
 # A GPT is a few dozen tensor operations repeated many times. Before building one, this
 # chapter puts the tensors of **PyTorch** and **TensorFlow** next to each other: how to

@@ -7,16 +7,20 @@
 # ---
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Twin GPT · 03 Tokenizers. Run this cell first: on Colab it installs the course library;
-# on your machine or Binder the library is already there and nothing is installed.
+# Twin GPT · 03 Tokenizers
+# Run this cell first. On Colab it installs the course library with this chapter's extras,
+# keeping Colab's own PyTorch and TensorFlow; on your machine or on Binder the library is
+# already there and nothing is installed.
 import importlib.util
 import subprocess
 import sys
 
 if importlib.util.find_spec("course") is None:
+    extras = {"torch": "torch", "tf": "tensorflow"}  # extra: the module it installs
+    missing = ",".join(e for e, module in extras.items() if not importlib.util.find_spec(module))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "twin-gpt @ git+https://github.com/twin-gpt/twin-gpt"],
+         f"twin-gpt[{missing}] @ git+https://github.com/twin-gpt/twin-gpt@v0.1.0"],
         check=True,
     )
 from course import runtime
@@ -24,7 +28,7 @@ from course import runtime
 print(runtime.versions_line())
 
 # %% tags=["parameters"] nbgrader={"grade": false, "grade_id": "parameters", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Parameters (papermill convention). COURSE_SMOKE=1 runs everything small and fast.
+# Parameters (this cell is tagged `parameters`). COURSE_SMOKE=1 runs everything small and fast.
 SMOKE = runtime.smoke_mode()
 CORPUS_CHARS = 100_000 if SMOKE else None  # None: the whole of Tiny Shakespeare (1.1 M chars)
 # Vocabulary sizes for the compression plot; the BPE is trained once, at the largest.
@@ -38,7 +42,7 @@ SEED = 0
 # %% [markdown]
 # # 03 · Tokenizers and data pipelines
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/main/notebooks/03_tokenizers/03_tokenizers.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/03_tokenizers/03_tokenizers.ipynb)
 #
 # A GPT reads integers, not text. This chapter is about the step in between, and about
 # getting those integers to the model fast enough:
@@ -557,8 +561,6 @@ print(f"{len(tokens):,} tokens ({tokens.nbytes / 2**20:.1f} MB as uint16): "
       f"{len(train_tokens):,} train, {len(val_tokens):,} val")
 
 # %%
-import torch
-
 from course.torch.data import make_loader
 
 rng = np.random.default_rng(SEED)

@@ -7,16 +7,20 @@
 # ---
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Twin GPT · 04 Attention. Run this cell first: on Colab it installs the course library;
-# on your machine or Binder the library is already there and nothing is installed.
+# Twin GPT · 04 Attention
+# Run this cell first. On Colab it installs the course library with this chapter's extras,
+# keeping Colab's own PyTorch and TensorFlow; on your machine or on Binder the library is
+# already there and nothing is installed.
 import importlib.util
 import subprocess
 import sys
 
 if importlib.util.find_spec("course") is None:
+    extras = {"torch": "torch"}  # extra: the module it installs
+    missing = ",".join(e for e, module in extras.items() if not importlib.util.find_spec(module))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "twin-gpt @ git+https://github.com/twin-gpt/twin-gpt"],
+         f"twin-gpt[{missing}] @ git+https://github.com/twin-gpt/twin-gpt@v0.1.0"],
         check=True,
     )
 from course import runtime
@@ -24,7 +28,7 @@ from course import runtime
 print(runtime.versions_line())
 
 # %% tags=["parameters"] nbgrader={"grade": false, "grade_id": "parameters", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Parameters (papermill convention). COURSE_SMOKE=1 runs everything small and fast.
+# Parameters (this cell is tagged `parameters`). COURSE_SMOKE=1 runs everything small and fast.
 SMOKE = runtime.smoke_mode()
 BIGRAM_STEPS = 40 if SMOKE else 300  # AdamW steps for the bigram table
 GPT_STEPS = 30 if SMOKE else 1000  # AdamW steps for the small GPT at the end
@@ -41,7 +45,7 @@ SEED = 0
 # %% [markdown]
 # # 04 · Attention
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/main/notebooks/04_attention/04_attention.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/04_attention/04_attention.ipynb)
 #
 # Chapter 03 turned Shakespeare into a stream of token ids. This chapter builds the part of
 # a GPT that reads them in context, one step at a time:
@@ -70,18 +74,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from course import checks, data, tokenizers, viz
+from course import checks, data, viz
 from course.config import GPTConfig
 from course.torch.model import GPT, Block, CausalSelfAttention, manual_attention
 from course.torch.sampling import generate
 
 runtime.seed_everything(SEED)
-text = data.load_text("tinyshakespeare")
-tok = tokenizers.CharTokenizer.from_text(text)  # chapter 03's character tokenizer
-ids = np.array(tok.encode(text), dtype=np.uint16)
-train_ids, val_ids = data.train_val_split(ids, val_fraction=0.1)
+# The course's one path from the corpus to token ids: chapter 03's character tokenizer, the
+# text split 90/10 before encoding, the ids cached in token files for the next run.
+train_ids, val_ids, tok = data.corpus_tokens("tinyshakespeare", kind="char", val_fraction=0.1)
 V = tok.vocab_size
-print(f"{len(ids):,} tokens, vocabulary of {V}: {len(train_ids):,} train, {len(val_ids):,} val")
+print(f"{len(train_ids) + len(val_ids):,} tokens, vocabulary of {V}: "
+      f"{len(train_ids):,} train, {len(val_ids):,} val")
 
 # %% [markdown]
 # ## The baseline: a bigram model
@@ -187,7 +191,7 @@ table = torch.zeros(V, V, requires_grad=True)  # uniform: the loss starts at ln 
 optimizer = torch.optim.AdamW([table], lr=0.1, weight_decay=0.0)
 batch_rng = np.random.default_rng(SEED)
 bigram_losses = []
-for step in tqdm(range(BIGRAM_STEPS), desc="bigram"):
+for _ in tqdm(range(BIGRAM_STEPS), desc="bigram"):
     xb, yb = data.get_batch(train_ids, BATCH_SIZE, BLOCK_SIZE, batch_rng)
     loss = bigram_loss(table, torch.from_numpy(xb), torch.from_numpy(yb))
     optimizer.zero_grad(set_to_none=True)
@@ -335,7 +339,8 @@ for shape_q, shape_k, d_v in [((2, 3, 1, 5), (2, 3, 9, 5), 4), ((1, 6, 1), (1, 6
 #
 # Write `causal_attention(q, k, v)` for q, k and v of shape (..., T, d) (the same T: every
 # token is both a query and a key): `scaled_attention` with the future masked out.
-# `torch.ones(T, T, dtype=torch.bool).triu(1)` is True strictly above the diagonal;
+# `torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)` is True strictly above the
+# diagonal (made on q's device, so that it works on a GPU too);
 # `scores.masked_fill(mask, float("-inf"))` writes $-\infty$ where the mask is True.
 
 # %% nbgrader={"grade": false, "grade_id": "causal_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -645,27 +650,30 @@ with torch.no_grad():
 # itself has no idea of order: without positions, "dog bites man" and "man bites dog"
 # look alike), `n_layer` blocks, a final LayerNorm, and a linear layer back to the
 # vocabulary whose weight is the token embedding's. `course.torch.GPT` is exactly that,
-# and chapter 05 takes it apart. First, a check that your block *is* its block: run a GPT's
-# layers through your `block_forward` and compare the logits.
+# and chapter 05 takes it apart. It runs on `runtime.pick_device()`'s device (a GPU when
+# there is one), and every tensor it meets goes there too: `.to(device)`, or `device=` when
+# a tensor is created. First, a check that your block *is* its block: run a GPT's layers
+# through your `block_forward` and compare the logits.
 
 # %%
 config = GPTConfig(n_layer=N_LAYER, n_head=N_HEAD, n_embd=N_EMBD, block_size=BLOCK_SIZE,
                    vocab_size=V)
+device = runtime.pick_device()  # "cuda", "mps" or "cpu" (COURSE_DEVICE=cpu forces the CPU)
 torch.manual_seed(SEED)
-model = GPT(config)
+model = GPT(config).to(device)
 print(f"GPT with {model.num_params():,} parameters (without position embeddings): {config}")
 
 
 def logits_with_your_blocks(model, idx):
     """model(idx)'s logits, with every Block replaced by your block_forward."""
     wte, wpe = model.transformer.wte, model.transformer.wpe
-    x = wte(idx) + wpe(torch.arange(idx.size(1)))  # (B, T, C)
+    x = wte(idx) + wpe(torch.arange(idx.size(1), device=idx.device))  # (B, T, C)
     for block in model.transformer.h:
         x = block_forward(x, block.state_dict(), model.config.n_head)
     return model.lm_head(model.transformer.ln_f(x))  # (B, T, vocab)
 
 
-probe_idx = torch.from_numpy(data.get_batch(val_ids, 2, BLOCK_SIZE, batch_rng)[0])
+probe_idx = torch.from_numpy(data.get_batch(val_ids, 2, BLOCK_SIZE, batch_rng)[0]).to(device)
 with torch.no_grad():
     ours, (theirs, _) = logits_with_your_blocks(model, probe_idx), model(probe_idx)
 checks.assert_close(ours, theirs, atol=1e-4, name="logits through your blocks")
@@ -681,15 +689,15 @@ print(f"your blocks give the GPT's logits: max |difference| {(ours - theirs).abs
 
 # %%
 torch.manual_seed(SEED)
-model = GPT(config)
+model = GPT(config).to(device)
 optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
 batch_rng = np.random.default_rng(SEED)
 gpt_losses = []
 start = time.perf_counter()
 model.train()
-for step in (bar := tqdm(range(GPT_STEPS), desc="GPT")):
+for _step in (bar := tqdm(range(GPT_STEPS), desc="GPT")):
     xb, yb = data.get_batch(train_ids, BATCH_SIZE, BLOCK_SIZE, batch_rng)
-    _, loss = model(torch.from_numpy(xb), torch.from_numpy(yb))
+    _, loss = model(torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -707,7 +715,8 @@ def estimate_loss(model, tokens, batches=EVAL_BATCHES, seed=SEED):
     losses = []
     for _ in range(batches):
         xb, yb = data.get_batch(tokens, BATCH_SIZE, BLOCK_SIZE, rng)
-        losses.append(model(torch.from_numpy(xb), torch.from_numpy(yb))[1].item())
+        xb, yb = torch.from_numpy(xb).to(device), torch.from_numpy(yb).to(device)
+        losses.append(model(xb, yb)[1].item())
     return float(np.mean(losses))
 
 
@@ -721,7 +730,7 @@ ax.legend()
 plt.show()
 
 # %%
-prompt = torch.tensor([tok.encode("\n")])
+prompt = torch.tensor([tok.encode("\n")], device=device)
 out = generate(model, prompt, max_new_tokens=SAMPLE_CHARS, temperature=0.8, seed=SEED)
 print(tok.decode(out[0, 1:].tolist()))
 
@@ -740,7 +749,8 @@ print(tok.decode(out[0, 1:].tolist()))
 start_at = int(np.flatnonzero(val_ids[:-MAP_CHARS] == tok.encode("\n")[0])[3]) + 1  # a line start
 map_ids = val_ids[start_at : start_at + MAP_CHARS].astype(np.int64)
 map_tokens = [tok.decode([int(i)]) for i in map_ids]
-maps = model.attention_maps(torch.from_numpy(map_ids)[None]).numpy()  # (n_layer, n_head, T, T)
+map_idx = torch.from_numpy(map_ids)[None].to(device)
+maps = model.attention_maps(map_idx).cpu().numpy()  # (n_layer, n_head, T, T), back on the CPU
 print(f"maps {maps.shape} for {''.join(map_tokens)!r}")
 
 fig, axes = plt.subplots(N_LAYER, N_HEAD, figsize=(3 * N_HEAD, 3 * N_LAYER), squeeze=False)

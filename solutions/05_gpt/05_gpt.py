@@ -7,16 +7,20 @@
 # ---
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Twin GPT · 05 The GPT. Run this cell first: on Colab it installs the course library;
-# on your machine or Binder the library is already there and nothing is installed.
+# Twin GPT · 05 The GPT
+# Run this cell first. On Colab it installs the course library with this chapter's extras,
+# keeping Colab's own PyTorch and TensorFlow; on your machine or on Binder the library is
+# already there and nothing is installed.
 import importlib.util
 import subprocess
 import sys
 
 if importlib.util.find_spec("course") is None:
+    extras = {"torch": "torch"}  # extra: the module it installs
+    missing = ",".join(e for e, module in extras.items() if not importlib.util.find_spec(module))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "twin-gpt @ git+https://github.com/twin-gpt/twin-gpt"],
+         f"twin-gpt[{missing}] @ git+https://github.com/twin-gpt/twin-gpt@v0.1.0"],
         check=True,
     )
 from course import runtime
@@ -24,7 +28,7 @@ from course import runtime
 print(runtime.versions_line())
 
 # %% tags=["parameters"] nbgrader={"grade": false, "grade_id": "parameters", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Parameters (papermill convention). COURSE_SMOKE=1 runs everything small and fast.
+# Parameters (this cell is tagged `parameters`). COURSE_SMOKE=1 runs everything small and fast.
 SMOKE = runtime.smoke_mode()
 PRESET = "shakespeare-char-cpu"  # 4 layers, 4 heads, 128 wide, 64 characters of context
 # Changes to the preset's training recipe. Full size: none, the real recipe (2000 steps,
@@ -43,7 +47,7 @@ SEED = 1337
 # %% [markdown]
 # # 05 · The GPT
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/main/notebooks/05_gpt/05_gpt.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/05_gpt/05_gpt.ipynb)
 #
 # Chapter 04 built attention and the Transformer block. This chapter puts blocks together
 # into a whole GPT and makes it write Shakespeare:
@@ -76,7 +80,6 @@ from IPython.display import display
 
 from course import checks, data
 from course.config import GPTConfig, get_preset
-from course.tokenizers import CharTokenizer
 from course.torch import GPT, generate, manual_attention  # built in chapter 04
 
 torch.manual_seed(SEED)
@@ -84,6 +87,8 @@ preset = get_preset(PRESET, TRAIN_OVERRIDES)
 print(f"preset {preset.name!r}: {preset.about}")
 print(preset.model)
 print(preset.train)
+device = runtime.pick_device()  # "cuda", "mps" or "cpu" (COURSE_DEVICE=cpu forces the CPU)
+print(f"the model runs on {device!r}: every tensor it meets is created or moved there")
 
 # %% [markdown]
 # ## The whole model
@@ -102,7 +107,7 @@ print(preset.train)
 # PyTorch counts a shared parameter once in `model.parameters()`.
 
 # %%
-model = GPT(preset.model)
+model = GPT(preset.model).to(device)
 by_part = {}
 for name, param in model.named_parameters():  # a tied weight is listed once, as wte
     part = name.split(".")
@@ -260,14 +265,15 @@ checks.assert_close(uniform, math.log(10), atol=1e-5, name="uniform logits: log(
 # logits are too large (a bad init); this is the first check to make on any new model.
 
 # %%
-text = data.load_text("tinyshakespeare")
-tokenizer = CharTokenizer.from_text(text)
-tokens = np.array(tokenizer.encode(text), dtype=np.uint16)
-train_tokens, val_tokens = data.train_val_split(tokens, preset.train.val_fraction)
+# The course's one path from the corpus to token ids (the trainer and the command line
+# take it too): a character tokenizer, the text split before encoding, the ids cached.
+train_tokens, val_tokens, tokenizer = data.corpus_tokens(
+    "tinyshakespeare", kind="char", val_fraction=preset.train.val_fraction
+)
 print(f"{len(train_tokens):,} train and {len(val_tokens):,} val tokens, "
       f"vocabulary of {tokenizer.vocab_size}")
 x, y = data.get_batch(train_tokens, 8, preset.model.block_size, np.random.default_rng(SEED))
-x = torch.from_numpy(x)
+x = torch.from_numpy(x).to(device)
 with torch.no_grad():
     logits, _ = model(x)
 print(f"loss before training: {float(lm_loss(logits, x)):.3f} "
@@ -419,7 +425,7 @@ checks.assert_close(probs, torch.tensor([[1.0, 0.0, 0.0, 0.0]]), name="k = 1 is 
 # that open each speech, and what happens at a high temperature.
 
 # %%
-prompt = torch.tensor([tokenizer.encode("ROMEO:\n")])
+prompt = torch.tensor([tokenizer.encode("ROMEO:\n")], device=device)
 settings = [
     ("greedy (temperature 0)", dict(temperature=0.0)),
     ("temperature 0.8, top-k 20", dict(temperature=0.8, top_k=20)),
@@ -441,7 +447,7 @@ import ipywidgets as widgets
 
 def write(prompt_text="JULIET:\n", temperature=0.8, top_k=40, top_p=1.0, seed=0):
     known = "".join(ch for ch in prompt_text if ch in tokenizer.stoi) or "\n"
-    start_ids = torch.tensor([tokenizer.encode(known)])[:, -model.config.block_size:]
+    start_ids = torch.tensor([tokenizer.encode(known)], device=device)[:, -model.config.block_size:]
     out = generate(model, start_ids, SAMPLE_CHARS, temperature=temperature, top_k=top_k or None,
                    top_p=top_p, seed=seed)
     print(tokenizer.decode(out[0].tolist()))
@@ -496,7 +502,8 @@ widgets.interact_manual(
 #   **appended** at the end (`torch.cat` along the time dimension).
 #
 # `torch.ones(T, S, dtype=torch.bool).tril(diagonal=d)` keeps the entries with
-# `column - row <= d`.
+# `column - row <= d`. Create the mask with `device=q.device`: it must sit with the
+# queries, on the GPU when the model runs there.
 
 # %% nbgrader={"grade": false, "grade_id": "attend_with_cache", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def attend_with_cache(q, k, v, k_cache, v_cache):
@@ -573,7 +580,8 @@ checks.assert_close(y, manual_attention(q, k, v), atol=1e-5, name="hs = 32")
 # %%
 def empty_caches(model, batch_size=1):
     c = model.config
-    empty = torch.zeros(batch_size, c.n_head, 0, c.head_size)
+    device = next(model.parameters()).device  # the cache lives with the model
+    empty = torch.zeros(batch_size, c.n_head, 0, c.head_size, device=device)
     return [(empty, empty) for _ in range(c.n_layer)]
 
 
@@ -582,7 +590,7 @@ def forward_with_cache(model, idx, caches):
     """Logits (B, T, V) of the new tokens idx (B, T); `caches` (per layer) grows in place."""
     B, T = idx.shape
     start = caches[0][0].size(2)  # tokens already cached
-    pos = torch.arange(start, start + T)
+    pos = torch.arange(start, start + T, device=idx.device)
     x = model.transformer.wte(idx) + model.transformer.wpe(pos)  # (B, T, C)
     for layer, block in enumerate(model.transformer.h):
         attn = block.attn
@@ -653,8 +661,8 @@ for bias, batch in [(False, 2), (True, 3)]:
 
 # %%
 torch.manual_seed(SEED)
-wide = GPT(preset.model.replace(block_size=KV_BLOCK_SIZE)).eval()
-start_ids = torch.tensor([tokenizer.encode("\n")])
+wide = GPT(preset.model.replace(block_size=KV_BLOCK_SIZE)).to(device).eval()
+start_ids = torch.tensor([tokenizer.encode("\n")], device=device)
 
 
 @torch.no_grad()
@@ -833,6 +841,7 @@ except ValueError as err:
 
 # %%
 restored, restored_tokenizer = load_model(out_dir)
+restored = restored.to(device)  # load_model builds it on the CPU
 same = all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(),
                                              model.state_dict().values()))
 print(f"restored {type(restored).__name__} ({restored.num_params():,} parameters), "

@@ -7,16 +7,20 @@
 # ---
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Twin GPT · 06 The same GPT in Keras 3. Run this cell first: on Colab it installs the course
-# library; on your machine or Binder the library is already there and nothing is installed.
+# Twin GPT · 06 The same GPT in Keras 3
+# Run this cell first. On Colab it installs the course library with this chapter's extras,
+# keeping Colab's own PyTorch and TensorFlow; on your machine or on Binder the library is
+# already there and nothing is installed.
 import importlib.util
 import subprocess
 import sys
 
 if importlib.util.find_spec("course") is None:
+    extras = {"torch": "torch", "tf": "tensorflow"}  # extra: the module it installs
+    missing = ",".join(e for e, module in extras.items() if not importlib.util.find_spec(module))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "twin-gpt @ git+https://github.com/twin-gpt/twin-gpt"],
+         f"twin-gpt[{missing}] @ git+https://github.com/twin-gpt/twin-gpt@v0.1.0"],
         check=True,
     )
 from course import runtime
@@ -24,7 +28,7 @@ from course import runtime
 print(runtime.versions_line())
 
 # %% tags=["parameters"] nbgrader={"grade": false, "grade_id": "parameters", "locked": true, "schema_version": 3, "solution": false, "task": false}
-# Parameters (papermill convention). COURSE_SMOKE=1 runs everything small and fast.
+# Parameters (this cell is tagged `parameters`). COURSE_SMOKE=1 runs everything small and fast.
 SMOKE = runtime.smoke_mode()
 # The model both frameworks build, train and time: chapter 05's 4-layer character GPT
 # (batch 12 x 64 characters); smoke mode uses the 2-layer nano preset.
@@ -42,7 +46,7 @@ SEED = 1337
 # %% [markdown]
 # # 06 · The same GPT in Keras 3
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/main/notebooks/06_gpt_keras/06_gpt_keras.ipynb)
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/06_gpt_keras/06_gpt_keras.ipynb)
 #
 # Chapters 04 and 05 built a GPT in PyTorch. This chapter builds the *same* GPT in Keras 3
 # (on TensorFlow), then puts the two side by side: same architecture, same weights, same
@@ -76,7 +80,7 @@ import numpy as np
 import psutil
 
 from course import checks, data
-from course.runs import peak_rss_mb
+from course.metrics import peak_rss_mb
 
 tf = runtime.import_tensorflow()  # never `import tensorflow` first (chapter 00 says why)
 keras = runtime.import_keras()  # Keras 3 on the TensorFlow backend
@@ -90,12 +94,12 @@ from course.tf import GPT as KerasGPT
 from course.tf import generate as keras_generate
 from course.tf import keras_to_torch, torch_to_keras
 from course.tf.model import MLP, Block, CausalSelfAttention  # the Keras reference layers
-from course.tokenizers import CharTokenizer
 from course.torch import GPT as TorchGPT  # built in chapters 04-05
 from course.torch import generate as torch_generate
 
 keras.utils.set_random_seed(SEED)  # Python, numpy and TensorFlow generators
 torch.manual_seed(SEED)
+device = runtime.pick_device()  # PyTorch's device; TensorFlow places its ops by itself
 preset = get_preset(PRESET)
 print(f"TensorFlow {tf.__version__}, Keras {keras.__version__} "
       f"(backend {keras.backend.backend()}), PyTorch {torch.__version__}")
@@ -585,10 +589,9 @@ print(f"... {len(list(weight_pairs(preset.model)))} weights in all, plus the tie
 # %%
 from course.torch.train import train as torch_train
 
-text = data.load_text("tinyshakespeare")
-tokenizer = CharTokenizer.from_text(text)
-tokens = np.array(tokenizer.encode(text), dtype=np.uint16)
-train_tokens, val_tokens = data.train_val_split(tokens, preset.train.val_fraction)
+train_tokens, val_tokens, tokenizer = data.corpus_tokens(  # the trainers' own path
+    "tinyshakespeare", kind="char", val_fraction=preset.train.val_fraction
+)
 
 transfer = get_preset(PRESET, {"max_iters": TRANSFER_ITERS, "eval_iters": 5,
                                "eval_interval": TRANSFER_ITERS})
@@ -598,7 +601,7 @@ keras_model = torch_to_keras(torch_model.state_dict(), KerasGPT(preset.model))
 
 x, _ = data.get_batch(val_tokens, 4, preset.model.block_size, np.random.default_rng(SEED))
 with torch.no_grad():
-    torch_logits = torch_model(torch.from_numpy(x))[0].numpy()
+    torch_logits = torch_model(torch.from_numpy(x).to(device))[0].cpu().numpy()
 keras_logits = np.asarray(keras_model(x))
 print(f"logits {keras_logits.shape}: max |PyTorch - Keras| = "
       f"{np.abs(torch_logits - keras_logits).max():.2e} (largest logit "
@@ -606,7 +609,7 @@ print(f"logits {keras_logits.shape}: max |PyTorch - Keras| = "
 checks.assert_close(keras_logits, torch_logits, atol=1e-4, rtol=0, name="Keras vs PyTorch logits")
 
 back = keras_to_torch(keras_model, as_torch=True)  # and back again: the same state dict
-same = all(torch.equal(back[name], value) for name, value in torch_model.state_dict().items())
+same = all(torch.equal(back[name], value.cpu()) for name, value in torch_model.state_dict().items())
 print(f"keras_to_torch(torch_to_keras(weights)) gives back the same tensors: {same}")
 
 # %% [markdown]
@@ -618,7 +621,8 @@ print(f"keras_to_torch(torch_to_keras(weights)) gives back the same tensors: {sa
 
 # %%
 prompt = np.array([tokenizer.encode("ROMEO:\n")])
-by_torch = torch_generate(torch_model, torch.from_numpy(prompt), GREEDY_TOKENS, temperature=0)
+by_torch = torch_generate(torch_model, torch.from_numpy(prompt).to(device), GREEDY_TOKENS,
+                          temperature=0)
 by_keras = keras_generate(keras_model, prompt, GREEDY_TOKENS, temperature=0)
 texts = {"PyTorch": tokenizer.decode(by_torch[0].tolist()),
          "Keras": tokenizer.decode(by_keras[0].tolist())}
@@ -647,7 +651,7 @@ from course.tf.train import train as keras_train
 twin = get_preset(PRESET, {"max_iters": TWIN_ITERS, "log_interval": 1, "eval_iters": 5,
                            "eval_interval": TWIN_ITERS})
 torch.manual_seed(SEED)
-start_torch = TorchGPT(twin.model)
+start_torch = TorchGPT(twin.model).to(device)
 start_keras = torch_to_keras(start_torch.state_dict(), KerasGPT(twin.model))  # same weights
 splits = (train_tokens, val_tokens)
 keras_name = "Keras (fit, XLA)" if TWIN_XLA else "Keras (fit, tf.function)"
@@ -888,14 +892,14 @@ batches = [data.get_batch(train_tokens, tcfg.batch_size, mcfg.block_size, rng)
 
 def torch_variant(compiled):
     torch.manual_seed(SEED)
-    model = TorchGPT(mcfg)
+    model = TorchGPT(mcfg).to(device)
     optimizer = torch_optimizer(model, tcfg)
     forward = torch.compile(model) if compiled else model
 
     def step(i, x, y):
         return torch_train_step(forward, optimizer, lambda: (x, y), lr_at(i, tcfg), tcfg)
 
-    return step, torch.from_numpy
+    return step, lambda array: torch.from_numpy(array).to(device)
 
 
 def keras_variant(mode):

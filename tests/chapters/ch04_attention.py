@@ -88,6 +88,9 @@ def block_forward(x, params, n_head):
     return x + h @ params["mlp.c_proj.weight"].T
 """
 
+# Every tensor that meets the model follows its device (tests/test_chapters.py).
+CHECK_DEVICES = True
+
 WRONG_ANSWERS = [
     # bigram_loss -------------------------------------------------------------------------
     WrongAnswer(

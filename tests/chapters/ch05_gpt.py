@@ -111,6 +111,9 @@ def _shifted(T, S):
     return torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)
 """
 
+# Every tensor that meets the model follows its device (tests/test_chapters.py).
+CHECK_DEVICES = True
+
 WRONG_ANSWERS = [
     # count_gpt_params --------------------------------------------------------------------
     WrongAnswer(

@@ -298,4 +298,7 @@ def linear_to_dense(linear, dense):
     ),
 ]
 
+# Every tensor that meets the model follows its device (tests/test_chapters.py).
+CHECK_DEVICES = True
+
 WRONG_ANSWERS = [*_ATTENTION_WRONG, *_MLP_WRONG, *_BLOCK_WRONG, *_LINEAR_WRONG]
