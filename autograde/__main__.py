@@ -10,12 +10,30 @@ python -m autograde grade SUBMISSIONS --out DIR  autograde a class, each submiss
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 
+from course.runtime import command_name
+
+
+def _defaults(function) -> dict[str, object]:
+    """The keyword defaults of `function` (or of a dataclass's fields): one place for them."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m autograde", description=__doc__.split("\n")[0])
+    from .grade import grade
+    from .sandbox import Limits
+
+    grade_defaults, limit_defaults = _defaults(grade), _defaults(Limits)
+    parser = argparse.ArgumentParser(
+        prog=command_name("autograde"), description=__doc__.split("\n")[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_release = sub.add_parser("release", help="regenerate notebooks/ from solutions/")
@@ -31,10 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument("submissions", type=Path)
     p_grade.add_argument("--out", type=Path, required=True, help="where grades.csv goes")
     p_grade.add_argument(
-        "--timeout", type=float, default=900.0, help="seconds per submission (default 900)"
+        "--timeout",
+        type=float,
+        default=grade_defaults["timeout"],
+        help=f"seconds per submission (default {grade_defaults['timeout']:g})",
     )
     p_grade.add_argument(
-        "--cell-timeout", type=int, default=120, help="seconds per cell (default 120)"
+        "--cell-timeout",
+        type=int,
+        default=grade_defaults["cell_timeout"],
+        help=f"seconds per cell (default {grade_defaults['cell_timeout']})",
     )
     p_grade.add_argument(
         "--db", default=None, help="gradebook URL, e.g. postgresql://user:pw@host/name "
@@ -44,8 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         ("--workers", int, "submissions graded at once (default: cores + 1, up to 4)"),
         ("--roster", Path, "CSV of students (id[,first_name,last_name,email])"),
         ("--due", str, 'due date of the graded assignments, "YYYY-MM-DD HH:MM" (UTC)'),
-        ("--memory-mb", int, "address-space limit of each student kernel (default 4096)"),
-        ("--max-processes", int, "processes + threads of each student sandbox (default 64)"),
+        (
+            "--memory-mb",
+            int,
+            "address-space limit of each student kernel (MB, default "
+            f"{limit_defaults['memory_mb']})",
+        ),
+        (
+            "--max-processes",
+            int,
+            f"processes + threads of each student sandbox (default {limit_defaults['processes']})",
+        ),
     ]
     for flag, kind, text in options:
         p_grade.add_argument(flag, type=kind, default=None, help=text)
@@ -87,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "grade":
         from collections import Counter
         from dataclasses import replace
-
-        from .grade import grade
-        from .sandbox import Limits
 
         try:
             limits = Limits()

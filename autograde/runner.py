@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from .workspace import Result, _kill_tree, tool_env
+from .workspace import Result, kill_tree, tool_env
 
 
 class Runner:
@@ -100,7 +100,7 @@ class Runner:
         graded ends as if its nbgrader process had died."""
         proc = self.proc
         if proc is not None:
-            _kill_tree(proc)
+            kill_tree(proc)
 
     def close(self) -> None:
         """Stop the child and every process under it."""

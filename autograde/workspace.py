@@ -75,24 +75,24 @@ def run(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,  # its own group; kernels start their own: see _kill_tree
+        start_new_session=True,  # its own group; kernels start their own: see kill_tree
     )
     try:
         out, _ = proc.communicate(timeout=timeout)
         return Result(proc.returncode, out)
     except subprocess.TimeoutExpired:
-        _kill_tree(proc)
+        kill_tree(proc)
         try:
             out, _ = proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:  # an orphan still holds the pipe: stop reading
             out = ""
         return Result(-9, out + f"\n[killed after {timeout:.0f} s]", timed_out=True)
     except BaseException:  # Ctrl-C or any error here: leave no nbgrader or kernel behind
-        _kill_tree(proc)
+        kill_tree(proc)
         raise
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
+def kill_tree(proc: subprocess.Popen) -> None:
     """Kill a process and every process it started (kernels run in sessions of their own)."""
     import psutil
 

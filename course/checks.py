@@ -7,9 +7,20 @@ alike, without importing either framework.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    """Raise a clear error unless `value` is an int (numpy's too, never a bool) of at least
+    `minimum`. The course's one integer check: configs, batches, sampling arguments."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def to_numpy(x) -> np.ndarray:

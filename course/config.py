@@ -18,15 +18,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from course.checks import check_int
+
 ATTN_IMPLS = ("manual", "sdpa", "triton")
 TOKENIZERS = ("char", "bpe")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_float(name: str, value: Any, low: float, high: float | None = None) -> None:
@@ -53,7 +48,7 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
-            _check_int(name, getattr(self, name), 1)
+            check_int(name, getattr(self, name), 1)
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head}): each "
@@ -122,7 +117,7 @@ class TrainConfig:
             ("seed", 0),
             ("threads", 0),
         ):
-            _check_int(name, getattr(self, name), minimum)
+            check_int(name, getattr(self, name), minimum)
         _check_float("learning_rate", self.learning_rate, 0.0)
         _check_float("min_lr", self.min_lr, 0.0)
         if self.min_lr > self.learning_rate:

@@ -46,6 +46,7 @@ from typing import IO, Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from course.checks import check_int  # re-exported: the batch pipelines use it
 from course.files import replace_atomically, write_bytes, write_json
 from course.tokenizers import BPETokenizer, CharTokenizer, tokenizer_fingerprint
 
@@ -551,14 +552,6 @@ def corpus_tokens(
 # --------------------------------------------------------------------------------------
 # Batches: the same random (x, y) blocks in numpy, PyTorch and tf.data
 # --------------------------------------------------------------------------------------
-
-
-def check_int(name: str, value: Any, minimum: int) -> None:
-    """Raise a clear error unless `value` is an int (not a bool) of at least `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_rng(rng: Any) -> None:

@@ -551,3 +551,10 @@ def set_threads(n: int = 0) -> int:
                     stacklevel=2,
                 )
     return count
+
+
+def command_name(module: str) -> str:
+    """How this process was started, for a command-line tool's usage line: the console
+    script's name (`twin-gpt-train`) when run as one, else `python -m <module>`."""
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return script if script.startswith("twin-gpt-") else f"python -m {module}"

@@ -20,12 +20,13 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from course import runtime
 from course.metrics import KERAS_CHECKPOINT, TORCH_CHECKPOINT
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m course.sample",
+        prog=runtime.command_name("course.sample"),
         description="Sample text from the checkpoint in --out (PyTorch's or the Keras one).",
     )
     parser.add_argument("--out", required=True, help="the folder `python -m course.train` wrote")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from course.data import check_int
+from course.checks import check_int
 
 __all__ = ["check_sampling_args"]
 

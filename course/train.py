@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from course import runtime
 from course.config import PRESETS, GPTConfig, TrainConfig, get_preset
 from course.metrics import METRICS, METRICS_LOG
 
@@ -67,7 +68,7 @@ def parse_overrides(extra: list[str]) -> dict[str, str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m course.train",
+        prog=runtime.command_name("course.train"),
         description="Train a GPT. Other --key value pairs override the preset's settings.",
         epilog="presets: " + "; ".join(f"{p.name}: {p.about}" for p in PRESETS.values()),
     )

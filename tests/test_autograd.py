@@ -15,9 +15,7 @@ Three kinds of evidence, none copied from a run of the engine:
 
 from __future__ import annotations
 
-import contextlib
 import operator
-import os
 import re
 import subprocess
 import sys
@@ -559,13 +557,10 @@ def torch():
 
 @pytest.fixture(scope="module")
 def tf():
-    # TensorFlow and Triton both bundle LLVM. If Triton loads second (torch.optim imports it
-    # through torch._dynamo), the process aborts: "Option '...' registered more than once!".
-    # Loaded in the other order, both work.
-    with contextlib.suppress(ImportError):
-        import triton  # noqa: F401
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return pytest.importorskip("tensorflow")
+    pytest.importorskip("tensorflow")
+    from course import runtime
+
+    return runtime.import_tensorflow()  # beside PyTorch and Triton: the course's one way
 
 
 class Case(NamedTuple):

@@ -5,7 +5,7 @@ wrong answers. The probe runs the solution notebook in smoke mode (every cell mu
 every graded test pass), then proves each exercise's test cells fail on the release stub
 (the release's own test cells too) and on each wrong answer, and pass again once the
 solution is restored. This is the first of the two runs of each chapter in the suite; the
-second grades the solution in the sandbox (tests/test_autograde.py).
+second grades the solution in the sandbox (tests/test_grading_grade.py).
 """
 
 from __future__ import annotations

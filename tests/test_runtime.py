@@ -442,3 +442,16 @@ def test_the_course_optimizer_after_a_plain_tensorflow_import_is_an_error_not_an
     assert "TensorFlow is already loaded" in lines["ERROR"], result.stdout
     assert "import_tensorflow()" in lines["ERROR"]
     assert lines["LOADED"] == "False"
+
+
+@pytest.mark.parametrize(
+    ("argv0", "expected"),
+    [
+        ("/venv/bin/twin-gpt-train", "twin-gpt-train"),
+        ("/repo/course/train.py", "python -m course.train"),
+        ("-c", "python -m course.train"),
+    ],
+)
+def test_command_name_is_the_console_script_or_python_m(monkeypatch, argv0, expected):
+    monkeypatch.setattr(sys, "argv", [argv0, "--help"])
+    assert runtime.command_name("course.train") == expected

@@ -21,6 +21,7 @@ _EXPORTS = {
     "CausalSelfAttention": "model",
     "causal_mask": "model",
     "manual_attention": "model",
+    "lm_loss": "model",
     "generate": "sampling",
     "sample_next": "sampling",
     "filter_logits": "sampling",

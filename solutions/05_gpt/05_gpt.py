@@ -446,7 +446,7 @@ import ipywidgets as widgets
 
 
 def write(prompt_text="JULIET:\n", temperature=0.8, top_k=40, top_p=1.0, seed=0):
-    known = "".join(ch for ch in prompt_text if ch in tokenizer.stoi) or "\n"
+    known = "".join(ch for ch in prompt_text if ch in tokenizer.chars) or "\n"
     start_ids = torch.tensor([tokenizer.encode(known)], device=device)[:, -model.config.block_size:]
     out = generate(model, start_ids, SAMPLE_CHARS, temperature=temperature, top_k=top_k or None,
                    top_p=top_p, seed=seed)

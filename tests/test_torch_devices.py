@@ -75,7 +75,7 @@ def test_a_prompt_built_on_the_cpu_for_a_moved_model_is_found():
     first = checker.violations[0]
     assert "(1x3)" in first.problem and "(65x32)" in first.problem, first.problem
     # It names the lines that led there: the model's forward, then this test's loop.
-    assert any("test_devices.py" in frame and "greedy" in frame for frame in first.where)
+    assert any("test_torch_devices.py" in frame and "greedy" in frame for frame in first.where)
     assert any("model.py" in frame for frame in first.where)
 
 

@@ -1,7 +1,7 @@
 """Grading untrusted notebooks: the sandbox, statuses, resuming, roster and lateness.
 
 These run the toy assignment (no framework: a kernel starts in about a second). The
-class of 40 hostile submissions for the real chapters is in test_grade_class.py.
+class of 40 hostile submissions for the real chapters is in test_grading_class.py.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def test_grade_options_refuse_nonsense_before_grading(toy_course, tmp_path, opti
 
 
 # Kernels start on their own, or forked by the worker's fork server (here preloading only
-# numpy, to stay fast; test_grade_class.py grades a whole class through the full preload).
+# numpy, to stay fast; test_grading_class.py grades a whole class through the full preload).
 KERNEL_STARTS = [
     pytest.param(False, id="unaided"),
     pytest.param(("numpy",), id="fork-server"),

@@ -1,4 +1,5 @@
-"""The nbgrader loop: release, check and grade, on a toy assignment and on the real course."""
+"""grade (autograde/grade.py): a class's submissions graded in the sandbox, one row each; on a
+toy assignment and on every chapter of the real course."""
 
 from __future__ import annotations
 
@@ -12,11 +13,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO, TOY, edit_cell, write_toy
+from conftest import REPO, TOY, edit_cell
 
-from autograde import notebooks
 from autograde.grade import FIELDS, grade
-from autograde.release import check, release
 
 QUIET = {"log": lambda msg: None}
 
@@ -41,83 +40,6 @@ def _repo_snapshot() -> dict[str, float]:
 def rows_notes(out: Path, student: str) -> str:
     with (out / "grades.csv").open() as fh:
         return next(r["notes"] for r in csv.DictReader(fh) if r["student_id"] == student)
-
-
-# --- release ------------------------------------------------------------------------------
-
-
-def test_release_strips_solutions_and_hidden_tests(toy_course):
-    solutions, release_dir = toy_course
-    released = release_dir / TOY / f"{TOY}.ipynb"
-    assert sorted(p.name for p in (release_dir / TOY).iterdir()) == [f"{TOY}.ipynb"]
-    text = released.read_text()
-    for marker in ("BEGIN SOLUTION", "HIDDEN TESTS", "return a + b", "mul(-2, 4)"):
-        assert marker not in text, f"{marker!r} leaked into the release"
-    assert "raise NotImplementedError()" in text
-    assert "add(2, 3) == 5" in text  # visible tests stay
-
-
-def test_release_is_idempotent(toy_course):
-    solutions, release_dir = toy_course
-    before = (release_dir / TOY / f"{TOY}.ipynb").read_bytes()
-    assert release(solutions=solutions, release_dir=release_dir, **QUIET) == []
-    assert (release_dir / TOY / f"{TOY}.ipynb").read_bytes() == before
-
-
-def test_release_removes_assignments_gone_from_solutions(toy_course, tmp_path):
-    solutions, release_dir = toy_course
-    stale = release_dir / "98_gone"
-    stale.mkdir()
-    (stale / "98_gone.ipynb").write_text("{}")
-    release(solutions=solutions, release_dir=release_dir, **QUIET)
-    assert not stale.exists()
-
-
-# --- check --------------------------------------------------------------------------------
-
-
-def test_check_passes_on_a_good_course(toy_course):
-    solutions, release_dir = toy_course
-    report = check(solutions=solutions, release_dir=release_dir, **QUIET)
-    assert report.ok, report.problems
-
-
-def test_check_flags_a_hand_edited_release(toy_course):
-    solutions, release_dir = toy_course
-    edit_cell(release_dir / TOY / f"{TOY}.ipynb", "add", "def add(a, b):\n    return 0\n")
-    report = check(solutions=solutions, release_dir=release_dir, execute=False, **QUIET)
-    assert any("differs from a fresh release" in p for p in report.problems), report.problems
-
-
-def test_check_flags_a_stale_solution_notebook(toy_course):
-    solutions, release_dir = toy_course
-    script = solutions / TOY / f"{TOY}.py"
-    script.write_text(script.read_text().replace("return a * b", "return b * a"))
-    report = check(solutions=solutions, release_dir=release_dir, execute=False, **QUIET)
-    assert any(f"differs from {TOY}.py" in p for p in report.problems), report.problems
-
-
-def test_check_flags_a_solution_that_fails_its_tests(tmp_path):
-    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
-    from conftest import TOY_SCRIPT
-
-    write_toy(solutions, TOY_SCRIPT.replace("return a * b", "return a + b"))
-    release(solutions=solutions, release_dir=release_dir, **QUIET)
-    report = check(solutions=solutions, release_dir=release_dir, **QUIET)
-    failed = [p for p in report.problems if "cell failed" in p]
-    assert len(failed) == 1 and "mul(2, 3) should be 6" in failed[0], report.problems
-
-
-def test_check_flags_a_test_that_passes_on_the_stub(tmp_path):
-    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
-    from conftest import TOY_SCRIPT
-
-    toothless = TOY_SCRIPT.replace('assert add(2, 3) == 5, "add(2, 3) should be 5"', "add")
-    write_toy(solutions, toothless)
-    release(solutions=solutions, release_dir=release_dir, **QUIET)
-    report = check(solutions=solutions, release_dir=release_dir, **QUIET)
-    passing = [p for p in report.problems if "passes on the stub" in p]
-    assert len(passing) == 1, report.problems
 
 
 # --- grade --------------------------------------------------------------------------------
@@ -249,25 +171,6 @@ def test_grade_cli_reports_a_missing_submissions_folder(tmp_path):
 # --- the real course ----------------------------------------------------------------------
 
 
-def test_check_passes_on_the_repository():
-    """notebooks/ is what a fresh release of solutions/ gives, and every pair is in sync.
-
-    `check`'s executions (each solution passes its tests, no graded test passes on a stub)
-    are what the probe of tests/test_chapters.py proves on the same notebooks in its one
-    run of each chapter, so here `check` compares files only; its execution path is
-    tested on the toy course above.
-    """
-    result = subprocess.run(
-        [sys.executable, "-m", "autograde", "check", "--no-execute"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "check passed" in result.stdout
-
-
 def _graded_ids(nb: dict, kind: str) -> list[str]:
     """grade_ids of a notebook's answer cells ("solution") or test cells ("test")."""
     ids = []
@@ -356,98 +259,3 @@ def test_grade_gives_solutions_full_marks_and_refuses_broken_submissions(tmp_pat
                 wrong.append((name, student, status, row))
     assert wrong == [], wrong
     assert rows == {}, f"rows nobody submitted: {sorted(rows)}"
-
-
-def test_committed_notebooks_are_canonical():
-    for path in sorted((REPO / "solutions").glob("*/*.ipynb")) + sorted(
-        (REPO / "notebooks").glob("*/*.ipynb")
-    ):
-        nb = json.loads(path.read_text())
-        for cell in nb["cells"]:
-            if cell["cell_type"] == "code":
-                assert cell["outputs"] == [] and cell["execution_count"] is None, path
-        assert path.read_text() == notebooks.dumps(notebooks.read(path)), path
-    assert not list((REPO / "notebooks").rglob("*.py")), "a .py file in notebooks/ leaks code"
-
-
-# --- probe --------------------------------------------------------------------------------
-
-
-def test_probe_catches_tests_that_cannot_fail(toy_course):
-    from autograde.probe import ReferenceAnswer, WrongAnswer, probe
-
-    solutions, release_dir = toy_course
-    wrong = [
-        WrongAnswer("add", "subtracts", "def add(a, b):\n    return a - b\n"),
-        # Not wrong at all: the probe must report that the tests pass on it.
-        WrongAnswer("mul", "actually right", "def mul(a, b):\n    return b * a\n"),
-        WrongAnswer("mul", "does not parse", "def mul(a, b) return 0\n"),
-    ]
-    references = [
-        ReferenceAnswer("add", "library", "def add(a, b):\n    return b + a\n"),
-        ReferenceAnswer("mul", "a broken library", "def mul(a, b):\n    return a + b\n"),
-    ]
-    report = probe(
-        solutions / TOY / f"{TOY}.ipynb",
-        release_dir / TOY / f"{TOY}.ipynb",
-        wrong,
-        references=references,
-    )
-    assert report.solution_failures == {}
-    assert report.passed_wrongly == {("mul", "actually right"): ["test_mul"]}
-    assert report.rejected_references == {("mul", "a broken library"): ["test_mul"]}
-    assert ("add", "library") in report.tried
-    assert list(report.broken_variants) == [("mul", "does not parse")]
-    assert ("add", "stub") in report.tried and ("add", "subtracts") in report.tried
-    assert report.not_restored == {}
-
-
-def test_probe_reports_a_failing_solution(tmp_path):
-    from conftest import TOY_SCRIPT
-
-    from autograde.probe import probe
-
-    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
-    write_toy(solutions, TOY_SCRIPT.replace("return a * b", "return a + b"))
-    release(solutions=solutions, release_dir=release_dir, **QUIET)
-    report = probe(solutions / TOY / f"{TOY}.ipynb", release_dir / TOY / f"{TOY}.ipynb", [])
-    assert list(report.solution_failures) == ["test_mul"]
-    assert "mul(2, 3) should be 6" in report.solution_failures["test_mul"]
-
-
-def test_probe_catches_a_released_test_that_passes_on_the_stub(tmp_path):
-    """A test cell whose only real check is hidden: on the stub, the solution's cell fails
-    (its hidden assert calls the stub), but the cell the learner sees passes."""
-    from conftest import TOY_SCRIPT
-
-    from autograde.probe import probe
-
-    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
-    toothless = TOY_SCRIPT.replace('assert add(2, 3) == 5, "add(2, 3) should be 5"', "add")
-    write_toy(solutions, toothless)
-    release(solutions=solutions, release_dir=release_dir, **QUIET)
-    report = probe(solutions / TOY / f"{TOY}.ipynb", release_dir / TOY / f"{TOY}.ipynb", [])
-    assert report.solution_failures == {}
-    assert report.passed_wrongly == {("add", "stub"): ["test_add (as released)"]}
-
-
-def test_probe_runs_setup_and_teardown_around_the_solution(toy_course):
-    from autograde.probe import probe
-
-    solutions, release_dir = toy_course
-    paths = solutions / TOY / f"{TOY}.ipynb", release_dir / TOY / f"{TOY}.ipynb"
-    # The teardown sees what the setup and the notebook left in the kernel.
-    watched = probe(
-        *paths,
-        [],
-        setup="calls = []\n",
-        teardown="calls.append(add(1, 1))\nassert calls == [2] and SMOKE is True, calls\n",
-    )
-    assert watched.solution_failures == {}
-    assert ("mul", "stub") in watched.tried
-    complaining = probe(*paths, [], teardown="raise AssertionError('2 tensors on the CPU')\n")
-    assert list(complaining.solution_failures) == ["probe teardown"]
-    assert "2 tensors on the CPU" in complaining.solution_failures["probe teardown"]
-    assert complaining.tried == [], "no variant is tried after a failed solution run"
-    broken_setup = probe(*paths, [], setup="import no_such_module_here\n")
-    assert list(broken_setup.solution_failures) == ["probe setup"]

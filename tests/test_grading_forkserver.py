@@ -3,7 +3,7 @@ jupyter_client starts the sandbox kernel spec's launcher, which has the worker's
 server fork the kernel. Preloaded modules, signals passed on, exit statuses passed back,
 nothing left running, and a kernel that still starts when there is no server.
 
-The server here preloads only numpy (a second, not six): test_grade_class.py grades a
+The server here preloads only numpy (a second, not six): test_grading_class.py grades a
 whole chapter-00 class through the full preload.
 """
 
