@@ -122,7 +122,9 @@ def probe(
     )
     try:
         client = NotebookClient(
-            copy.deepcopy(nb),  # execute_cell stores each cell it runs in the client's copy
+            # The client gets a notebook of its own, to which each run appends its cell: every
+            # run has its own index, so a display a later cell updates (a live plot) is found.
+            nbformat.v4.new_notebook(metadata=copy.deepcopy(nb.metadata)),
             timeout=timeout,
             kernel_name="python3",
             resources={"metadata": {"path": str(workdir)}},
@@ -131,8 +133,9 @@ def probe(
 
             def execute(source: str) -> str | None:
                 cell = nbformat.v4.new_code_cell(source)
+                client.nb.cells.append(cell)
                 try:
-                    client.execute_cell(cell, 0)
+                    client.execute_cell(cell, len(client.nb.cells) - 1)
                 except CellExecutionError as err:
                     return _error(err)
                 except (CellTimeoutError, DeadKernelError) as err:

@@ -119,10 +119,7 @@ class Worker:
         if found is None or not graded.is_dir():
             # nbgrader records a zero before running anything and removes the autograded
             # folder when grading fails (a dead kernel, say): that is not a score.
-            died = "DeadKernelError" in result.output or "Kernel died" in result.output
-            if died:
-                return row.failed("kernel-died", "the kernel died; see the log")
-            return row.failed("error", "nbgrader could not grade it; see the log")
+            return row.failed(*failure(result.output))
         for nb in sorted(graded.glob("*.ipynb")):
             hit = submission.limit_hit(notebooks.read(nb))
             if hit:
@@ -186,3 +183,17 @@ def run_workers(
     real = [e for e in errors if not isinstance(e, KeyboardInterrupt)]
     if real:
         raise real[0]
+
+
+def failure(output: str) -> tuple[str, str]:
+    """(status, note) of a submission nbgrader could not grade, read from its log.
+
+    A cell past its time limit is interrupted; when the kernel is too busy to answer the
+    interrupt in time, nbgrader gives up on the whole notebook ("Timeout waiting for IOPub
+    output") instead of scoring it: that is still the cell's timeout, not an error.
+    """
+    if "DeadKernelError" in output or "Kernel died" in output:
+        return "kernel-died", "the kernel died; see the log"
+    if "Timeout waiting for execute reply" in output or "CellTimeoutError" in output:
+        return "timeout", "a cell ran past the cell time limit and did not stop; see the log"
+    return "error", "nbgrader could not grade it; see the log"

@@ -17,6 +17,9 @@ The rules the chapter's exercises ask for are plain numpy functions near the top
 `softmax_cross_entropy_backward`, `topological_order`), and the `Tensor` methods call them;
 ``with using(mul_backward=yours):`` makes the whole engine call your version instead.
 
+`Value` is the same engine on single numbers (Karpathy's micrograd is its model), the
+chapter's warm-up before tensors.
+
 Conventions: data is float32 or float64 and never silently promoted (mixing the two is a
 TypeError); a Python number takes the dtype of the tensor it meets. Leaves accumulate their
 gradients across calls to ``backward()`` until ``zero_grad()``, as in PyTorch.
@@ -191,6 +194,69 @@ def using(**rules):
         yield
     finally:
         module.update(saved)
+
+
+# --- The scalar warm-up ------------------------------------------------------------------------
+
+
+class Value:
+    """One number that remembers how it was computed: the whole engine, on scalars.
+
+    The tensor engine below does the same on arrays. Here every operation gives its output a
+    ``_backward`` closure that *adds* the output's gradient, times the local derivative, into
+    each input's ``grad`` (a value used twice collects both contributions). `backward` runs
+    those closures from this value back to the leaves, in reverse `topological_order`.
+    """
+
+    def __init__(self, data, _parents: tuple[Value, ...] = ()):
+        self.data = float(data)
+        self.grad = 0.0  # d(the value backward() was called on) / d(this value)
+        self._parents = _parents
+        self._backward: Callable[[], None] = lambda: None  # a leaf passes nothing on
+
+    def __repr__(self) -> str:
+        return f"Value(data={self.data:.6g}, grad={self.grad:.6g})"
+
+    def __add__(self, other) -> Value:
+        other = other if isinstance(other, Value) else Value(other)
+        out = Value(self.data + other.data, (self, other))
+
+        def _backward():  # d(a + b)/da = d(a + b)/db = 1
+            self.grad += out.grad
+            other.grad += out.grad
+
+        out._backward = _backward
+        return out
+
+    def __mul__(self, other) -> Value:
+        other = other if isinstance(other, Value) else Value(other)
+        out = Value(self.data * other.data, (self, other))
+
+        def _backward():  # d(ab)/da = b, d(ab)/db = a
+            self.grad += other.data * out.grad
+            other.grad += self.data * out.grad
+
+        out._backward = _backward
+        return out
+
+    __radd__, __rmul__ = __add__, __mul__  # 2 * x calls x.__rmul__(2)
+
+    def tanh(self) -> Value:
+        t = math.tanh(self.data)
+        out = Value(t, (self,))
+
+        def _backward():  # d tanh(a)/da = 1 - tanh(a)^2, from the output
+            self.grad += (1 - t * t) * out.grad
+
+        out._backward = _backward
+        return out
+
+    def backward(self) -> None:
+        """Fill ``grad`` of every Value this one depends on (start from fresh Values)."""
+        order = topological_order(self)
+        self.grad = 1.0  # d self / d self
+        for node in reversed(order):  # self first: a grad is complete before it is passed on
+            node._backward()
 
 
 # --- The Tensor ------------------------------------------------------------------------------

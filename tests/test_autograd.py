@@ -15,6 +15,7 @@ Three kinds of evidence, none copied from a run of the engine:
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 import subprocess
@@ -287,6 +288,34 @@ def check_topological_order(topological_order, chain_length: int = 10_000) -> No
     _check_order(order, node, graph)
 
 
+def check_value(Value) -> None:
+    """The warm-up's scalar ``Value``: add, mul and tanh, each input used once or more."""
+    a, b = Value(3.0), Value(-2.0)
+    out = a * b + a  # by hand: d/da = b + 1 = -1, d/db = a = 3
+    _call(out.backward, "backward() of a * b + a")
+    _close([a.grad, b.grad], [-1.0, 3.0], "the gradients of a * b + a at a=3, b=-2")
+    expressions = [
+        ("a * b", lambda a, b: a * b, (0.5, 4.0)),
+        ("b * a", lambda a, b: b * a, (-1.5, 2.5)),
+        ("(a + b) * 5", lambda a, b: (a + b) * 5.0, (1.5, -0.25)),
+        ("2 * a + b * -3 + 1", lambda a, b: 2.0 * a + b * -3.0 + 1.0, (0.1, 0.9)),
+        ("a * a", lambda a: a * a, (-1.5,)),
+        ("a + a", lambda a: a + a, (2.0,)),
+        ("tanh(a) * 3", lambda a: a.tanh() * 3.0, (0.7,)),
+        ("a * tanh(a)", lambda a: a * a.tanh(), (-0.4,)),
+        ("tanh(x * w + b)", lambda x, w, b: (x * w + b).tanh(), (2.0, -0.5, 0.3)),
+    ]
+    for what, f, numbers in expressions:
+        leaves = [Value(x) for x in numbers]
+        _call(f(*leaves).backward, f"backward() of {what}")
+
+        def moved(i, step, f=f, numbers=numbers):  # f, its input i moved by step
+            return f(*(Value(x + step * (j == i)) for j, x in enumerate(numbers))).data
+
+        numeric = [(moved(i, 1e-6) - moved(i, -1e-6)) / 2e-6 for i in range(len(numbers))]
+        assert_close([v.grad for v in leaves], numeric, atol=1e-6, name=f"the gradients of {what}")
+
+
 # --- The reference passes every check --------------------------------------------------------
 
 
@@ -312,6 +341,20 @@ def test_softmax_cross_entropy_backward():
 
 def test_topological_order():
     check_topological_order(ag.topological_order)
+
+
+def test_value():
+    check_value(ag.Value)
+
+
+def test_value_backward_uses_topological_order_and_survives_a_long_chain():
+    x = ag.Value(0.5)
+    y = x
+    for _ in range(5_000):
+        y = y * 1.0001
+    y.backward()
+    assert_close(x.grad, 1.0001**5_000, atol=0, rtol=1e-9, name="d(1.0001^5000 x)/dx")
+    assert repr(x).startswith("Value(data=0.5, grad=")
 
 
 # --- ... and plausible wrong answers fail them -----------------------------------------------
@@ -392,6 +435,43 @@ def _topological_reversed_bfs(root):
                 visited.add(id(parent))
                 queue.append(parent)
     return order[::-1]
+
+
+class _ValueOverwrites(ag.Value):
+    def __mul__(self, other):  # `=` instead of `+=`: a value used twice keeps one term
+        other = other if isinstance(other, ag.Value) else ag.Value(other)
+        out = ag.Value(self.data * other.data, (self, other))
+
+        def _backward():
+            self.grad = other.data * out.grad
+            other.grad = self.data * out.grad
+
+        out._backward = _backward
+        return out
+
+
+class _ValueMulOwnInput(ag.Value):
+    def __mul__(self, other):  # each input's own value instead of the other's
+        other = other if isinstance(other, ag.Value) else ag.Value(other)
+        out = ag.Value(self.data * other.data, (self, other))
+
+        def _backward():
+            self.grad += self.data * out.grad
+            other.grad += other.data * out.grad
+
+        out._backward = _backward
+        return out
+
+
+class _ValueTanhFromInput(ag.Value):
+    def tanh(self):  # 1 - a^2 instead of 1 - tanh(a)^2
+        out = ag.Value(math.tanh(self.data), (self,))
+
+        def _backward():
+            self.grad += (1 - self.data**2) * out.grad
+
+        out._backward = _backward
+        return out
 
 
 def _softmax_np(x, axis=-1):
@@ -478,6 +558,9 @@ WRONG = [
     (check_topological_order, "root first (pre-order)", _topological_root_first),
     (check_topological_order, "reversed breadth-first order", _topological_reversed_bfs),
     (check_topological_order, "recursive: fails on a long chain", _topological_recursive),
+    (check_value, "= instead of +=", _ValueOverwrites),
+    (check_value, "mul by its own input", _ValueMulOwnInput),
+    (check_value, "tanh derivative from the input", _ValueTanhFromInput),
 ]
 
 
@@ -1101,7 +1184,7 @@ def notebook_solutions():
     from autograde import notebooks
 
     path = REPO / "solutions" / "02_autograd" / "02_autograd.ipynb"
-    namespace = {"np": np}
+    namespace = {"np": np, "math": math}
     for cell in notebooks.read(path).cells:
         if notebooks.is_solution(cell) and cell.cell_type == "code":
             exec(cell.source, namespace)
@@ -1117,6 +1200,7 @@ def notebook_solutions():
         (check_matmul_backward, "matmul_backward"),
         (check_softmax_cross_entropy_backward, "softmax_cross_entropy_backward"),
         (check_topological_order, "topological_order"),
+        (check_value, "Value"),
     ],
 )
 def test_notebook_solution_passes_the_library_checks(notebook_solutions, check, name):

@@ -249,7 +249,7 @@ def test_grade_gives_solutions_full_marks_and_refuses_broken_submissions(tmp_pat
     for name in names:
         solver = rows.pop(f"solver/{name}")
         assert float(solver["max_score"]) > 0
-        assert solver["status"] == "ok", solver
+        assert solver["status"] == "ok", f"{name}: {solver['status']}: {solver['notes']}"
         assert float(solver["score"]) == float(solver["max_score"]), solver
         html = out / "feedback" / "solver" / name / f"{name}.html"
         assert html.is_file()
@@ -259,3 +259,22 @@ def test_grade_gives_solutions_full_marks_and_refuses_broken_submissions(tmp_pat
                 wrong.append((name, student, status, row))
     assert wrong == [], wrong
     assert rows == {}, f"rows nobody submitted: {sorted(rows)}"
+
+
+@pytest.mark.parametrize(
+    ("log", "status"),
+    [
+        ("... DeadKernelError: Kernel died before replying ...", "kernel-died"),
+        (
+            "[ERROR] Timeout waiting for execute reply (120s).\n[ERROR] Interrupting kernel\n"
+            "nbclient.exceptions.CellTimeoutError: A cell timed out ... Timeout waiting for "
+            "IOPub output.",
+            "timeout",
+        ),
+        ("[ERROR] There was an error processing assignment: alembic not found", "error"),
+    ],
+)
+def test_an_ungraded_submission_is_named_from_nbgraders_log(log, status):
+    from autograde.workers import failure
+
+    assert failure(log)[0] == status

@@ -116,3 +116,27 @@ def test_probe_runs_setup_and_teardown_around_the_solution(toy_course):
     assert complaining.tried == [], "no variant is tried after a failed solution run"
     broken_setup = probe(*paths, [], setup="import no_such_module_here\n")
     assert list(broken_setup.solution_failures) == ["probe setup"]
+
+
+def test_probe_runs_a_chapter_that_updates_a_display_later(tmp_path):
+    """A live plot: a display made in one cell, updated from a later one, after a cell
+    that printed nothing. Each run keeps its own cell, so the update finds its display."""
+    from conftest import TOY_SCRIPT
+
+    from autograde.probe import probe
+
+    live = TOY_SCRIPT.replace(
+        '# %% nbgrader={"grade": false, "grade_id": "add"',
+        "# %%\nfrom IPython.display import display\n\n"
+        "handle = display('start', display_id=True)\n\n"
+        "# %%\nquiet = 1\n\n# %%\nhandle.update('end')\n\n"
+        '# %% nbgrader={"grade": false, "grade_id": "add"',
+        1,
+    )
+    assert live != TOY_SCRIPT
+    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
+    write_toy(solutions, live)
+    release(solutions=solutions, release_dir=release_dir, **QUIET)
+    report = probe(solutions / TOY / f"{TOY}.ipynb", release_dir / TOY / f"{TOY}.ipynb", [])
+    assert report.solution_failures == {}
+    assert ("add", "stub") in report.tried and report.passed_wrongly == {}

@@ -37,7 +37,6 @@ ELSEWHERE = {
     "course/torch/sampling.py": ("test_torch_model.py", "generation with and without cache"),
     "course/tf/convert.py": ("test_tf_model.py", "weights moved both ways, logits compared"),
     "autograde/forkprotocol.py": ("test_grading_forkserver.py", "the launcher's side of it"),
-    "autograde/launch.py": ("test_packaging.py", "setup cells, badges and binder/ agree"),
     "autograde/nbgrader_config.py": ("test_grading_feedback.py", "nbgrader's settings"),
     "autograde/notebooks.py": ("test_grading_release.py", "pairs, canonical form"),
     "autograde/options.py": ("test_grading_sandbox.py", "bad options refused"),

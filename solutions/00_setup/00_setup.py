@@ -39,11 +39,29 @@ TIMING_REPEATS = 3 if SMOKE else 50
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/00_setup/00_setup.ipynb)
 #
+# <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
+# **Time:** about 40 min to work through; the code runs in at most 2 min on 2 CPU cores.
+#
+# **You will be able to**
+#
+# - run a chapter locally, on Binder or on Colab, and switch between its full and smoke
+#   sizes
+# - read an exercise as explanation, solution cell and test cell, and use a test's message
+#   to fix an answer
+# - write a numerically stable softmax in numpy, PyTorch and TensorFlow, along any axis
+# - time one operation in several frameworks and read the figures with care on a shared
+#   machine
+#
+# **Before you start:** no earlier chapter. From outside the course: Python (functions,
+# lists, dicts), numpy arrays and Jupyter basics.
+# <!-- end of the chapter card -->
+#
 # "PyTorch or TensorFlow for LLMs?" is usually argued with opinions. In this course you
 # settle it with measurements, on a model you wrote yourself: you build one small GPT
 # twice, once in **PyTorch** and once in **TensorFlow / Keras 3**, from tensors and
-# autograd up to Triton kernels, LoRA fine-tuning, distributed training and ONNX/TFLite
-# export. Every chapter puts the two frameworks side by side and times them.
+# autograd up to a GPT trained in both. Wherever both frameworks do the same job, the
+# chapters put them side by side and time them. Chapters on Triton kernels, LoRA
+# fine-tuning, distributed training and ONNX/TFLite export are planned, not written yet.
 #
 # | chapter | what you build |
 # |---|---|
@@ -53,7 +71,7 @@ TIMING_REPEATS = 3 if SMOKE else 50
 # | 03 tokenizers | characters, bytes and BPE; identical data pipelines in both frameworks |
 # | 04–05 attention, GPT | attention, the Transformer block and a GPT in PyTorch |
 # | 06 GPT in Keras | the same GPT in Keras 3, weights moving both ways |
-# | later | Triton attention kernels, LoRA, distributed training, ONNX/TFLite export |
+# | planned | Triton attention kernels, LoRA, distributed training, ONNX/TFLite export |
 #
 # Behind the notebooks stands the `course` library: a tested reference implementation of
 # everything the chapters build. If an exercise goes wrong, the next chapter still starts
@@ -79,7 +97,7 @@ TIMING_REPEATS = 3 if SMOKE else 50
 # ## Environment check
 #
 # Which versions, which device, how much memory? Both frameworks should import in the
-# same process: later chapters move weights from one to the other.
+# same process: chapter 06 moves weights from one to the other.
 
 # %%
 import numpy as np
@@ -154,6 +172,12 @@ checks.assert_shape(probs, (4, 7), "softmax_numpy(x)")
 checks.assert_close(probs.sum(axis=-1), np.ones(4), atol=1e-5, name="the sum of each row")
 direct = np.exp(x) / np.exp(x).sum(axis=-1, keepdims=True)  # fine for small values
 checks.assert_close(probs, direct, atol=1e-6, name="softmax_numpy(x)")
+checks.assert_dtype(probs, "float32", "softmax_numpy of float32 input")
+checks.assert_close(softmax_numpy(x, axis=0).sum(axis=0), np.ones(7), atol=1e-5,
+                    name="softmax_numpy(x, axis=0): the sum of each column")
+large = np.array([[800.0, 801.0], [-801.0, -800.0]])
+checks.assert_close(softmax_numpy(large), np.array([[0.268941, 0.731059]] * 2), atol=1e-5,
+                    name="softmax_numpy of logits near ±800 (subtract each row's maximum)")
 ### BEGIN HIDDEN TESTS
 big = np.array([[1000.0, 1001.0, 1002.0], [-1000.0, -1002.0, -1001.0]])
 small = np.array([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]])
@@ -195,6 +219,11 @@ weights = torch.randn(4, 7)
 (grad,) = torch.autograd.grad((probs * weights).sum(), x)
 (expected_grad,) = torch.autograd.grad((torch.softmax(x, -1) * weights).sum(), x)
 checks.assert_close(grad, expected_grad, atol=1e-6, name="the gradient of softmax_torch")
+checks.assert_close(softmax_torch(x, dim=0), torch.softmax(x, 0), atol=1e-6,
+                    name="softmax_torch(x, dim=0)")
+large = torch.tensor([[800.0, 801.0], [-801.0, -800.0]])
+checks.assert_close(softmax_torch(large), torch.softmax(large, -1), atol=1e-6,
+                    name="softmax_torch of logits near ±800 (subtract each row's maximum)")
 ### BEGIN HIDDEN TESTS
 rows = torch.tensor([[1000.0, 1001.0, 1002.0], [-1000.0, -1002.0, -1001.0]])
 checks.assert_close(softmax_torch(rows), torch.softmax(rows, -1), name="rows of very different scale")
@@ -235,6 +264,11 @@ with tf.GradientTape(persistent=True) as tape:
     reference = tf.reduce_sum(tf.nn.softmax(x) * weights)
 checks.assert_close(tape.gradient(ours, x), tape.gradient(reference, x), atol=1e-6,
                     name="the gradient of softmax_tf")
+large = tf.constant([[800.0, 801.0], [-801.0, -800.0]])
+checks.assert_close(softmax_tf(large), tf.nn.softmax(large), atol=1e-6,
+                    name="softmax_tf of logits near ±800 (subtract each row's maximum)")
+checks.assert_close(softmax_tf(x, axis=0), tf.nn.softmax(x, axis=0), atol=1e-6,
+                    name="softmax_tf(x, axis=0)")
 ### BEGIN HIDDEN TESTS
 square = tf.random.stateless_normal((4, 4), seed=(4, 5))
 checks.assert_close(softmax_tf(square), tf.nn.softmax(square), name="softmax_tf of a square matrix")
@@ -246,10 +280,12 @@ for axis in (0, 1):
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Measure, don't argue: three softmaxes, timed
+# ## Measure, don't argue: six softmaxes, timed
 #
-# The same operation, four ways. Timings depend on your machine; that is the point of
-# measuring them here rather than quoting someone else's.
+# The same operation, six ways: your three functions, your TensorFlow one a second time
+# compiled with `tf.function`, and the built-in softmaxes of PyTorch and TensorFlow.
+# Timings depend on your machine; that is the point of measuring them here rather than
+# quoting someone else's.
 
 # %%
 import timeit
@@ -288,3 +324,18 @@ plt.show()
 #
 # Chapter 01 puts tensors in the two frameworks side by side: creation, dtypes, broadcasting,
 # views and copies, and what `torch.compile` and `tf.function` do to a function.
+
+# %% [markdown]
+# ## Check yourself
+#
+# <!-- written by `python -m autograde release` from solutions/chapters.toml -->
+# Answer each in a few sentences, from what this chapter showed you; where you are not sure,
+# change the code and see.
+#
+# 1. Why does subtracting each row's maximum before exponentiating leave the softmax
+#    unchanged, and what goes wrong for an input such as [1000, 1000] without it?
+# 2. Your softmax passes every visible assert but fails the graded run. What do the hidden
+#    tests check that the visible ones may not, and how would you test your function for it
+#    yourself?
+# 3. The timing table shows PyTorch faster than TensorFlow for one call on a small array.
+#    Why is that not enough to conclude which framework is faster for training a GPT?

@@ -43,6 +43,24 @@ COMPILE_BACKEND = "eager" if SMOKE else "inductor"
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/01_tensors/01_tensors.ipynb)
 #
+# <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
+# **Time:** about 90 min to work through; the code runs in at most 3 min on 2 CPU cores.
+#
+# **You will be able to**
+#
+# - predict the dtype, shape and memory sharing of a tensor operation in PyTorch and in
+#   TensorFlow
+# - replace Python loops with broadcasting, gathering, `einsum` and masked reductions in
+#   both frameworks
+# - split attention heads with a view, and accumulate repeated rows in place (`index_add_`,
+#   a `tf.Variable`)
+# - explain tracing, retracing and graph breaks, and measure when `tf.function` or
+#   `torch.compile` pays for its first call
+#
+# **Before you start:** chapter 00 (Setup: one GPT, built twice). From outside the course:
+# numpy indexing and broadcasting; matrix products.
+# <!-- end of the chapter card -->
+#
 # A GPT is a few dozen tensor operations repeated many times. Before building one, this
 # chapter puts the tensors of **PyTorch** and **TensorFlow** next to each other: how to
 # create them, what their dtypes and devices are, how broadcasting, indexing and gathering
@@ -1101,3 +1119,19 @@ plt.show()
 # ## What's next
 #
 # Chapter 02 builds a reverse-mode autograd engine from scratch.
+
+# %% [markdown]
+# ## Check yourself
+#
+# <!-- written by `python -m autograde release` from solutions/chapters.toml -->
+# Answer each in a few sentences, from what this chapter showed you; where you are not sure,
+# change the code and see.
+#
+# 1. `x[ids] += v` and `x.index_add_(0, ids, v)` give different results when `ids` holds the
+#    same index twice. Why, and which one does an embedding's gradient need?
+# 2. A `tf.function` called with prompts of 8, 16, 24 and 32 tokens traces four times. What
+#    is part of the signature that triggers a trace, and which two changes make it trace at
+#    most twice?
+# 3. After `x.transpose(1, 2)`, `view` refuses to reshape but `reshape` works. What does the
+#    transpose change in memory, and why can `split_heads_torch` return a view when it
+#    transposes too?

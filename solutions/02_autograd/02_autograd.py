@@ -40,9 +40,28 @@ SEED = 0
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/02_autograd/02_autograd.ipynb)
 #
+# <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
+# **Time:** about 85 min to work through; the code runs in at most 2 min on 2 CPU cores.
+#
+# **You will be able to**
+#
+# - write backward rules, first for a scalar `Value` (add, multiply, tanh), then for arrays:
+#   a broadcast add, a sum over axes, a product, a batched matrix product, softmax with
+#   cross-entropy
+# - order a computation graph topologically without recursion, and say why reverse mode
+#   needs that order
+# - check gradients against PyTorch, TensorFlow and finite differences
+# - train a small network with your own engine and match PyTorch's losses step for step
+#
+# **Before you start:** chapters 00 (Setup: one GPT, built twice) and 01 (Tensors, side by
+# side). From outside the course: the chain rule and partial derivatives; matrix shapes and
+# transposes.
+# <!-- end of the chapter card -->
+#
 # `loss.backward()` in PyTorch and `tape.gradient(loss, vars)` in TensorFlow do the same
-# thing, and it is less magic than it looks. In this chapter you write the core of a
-# reverse-mode autograd engine over numpy arrays, plug your parts into the course's
+# thing, and it is less magic than it looks. In this chapter you warm up on an engine for
+# single numbers, then write the core of a reverse-mode autograd engine over numpy arrays,
+# deriving each backward rule from the chain rule, plug your parts into the course's
 # engine (`course.autograd`), check every gradient against both frameworks, and train a
 # small network with it, step for step alongside PyTorch.
 #
@@ -55,6 +74,8 @@ SEED = 0
 # every parameter at once: that is why deep learning uses reverse mode.
 
 # %%
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -65,9 +86,164 @@ from course import checks, viz
 tf = runtime.import_tensorflow()  # after Triton, which torch.optim may load (chapter 00)
 
 # %% [markdown]
+# ## A warm-up on single numbers: `Value`
+#
+# The whole idea fits in one small class before any array appears (Karpathy's micrograd is
+# its model). A `Value` holds a number `data`, its gradient `grad` $= \partial L/\partial$
+# (this value), the values it was computed from (`_parents`), and `_backward`: a function
+# that passes its `grad` on to its parents.
+#
+# **Every backward rule is the chain rule, one operation at a time.** If the loss $L$ uses
+# $a$ through several operations $u_1, u_2, \dots$ (in `x * x`, `x` is used twice), the
+# multivariable chain rule sums over the uses:
+#
+# $$\frac{\partial L}{\partial a} = \sum_{i} \frac{\partial L}{\partial u_i}\,\frac{\partial u_i}{\partial a}$$
+#
+# So an operation needs only its *local* derivative, and **adds** its term:
+# `a.grad += (d out / d a) * out.grad`. The three local derivatives:
+#
+# - **add**, $o = a + b$: $\partial o/\partial a = \partial o/\partial b = 1$, so both
+#   inputs receive `out.grad` unchanged.
+# - **mul**, $o = ab$: $\partial o/\partial a = b$ and $\partial o/\partial b = a$, so each
+#   input receives `out.grad` times the *other* input.
+# - **tanh**, $t = \tanh a = d/s$ with $d = e^{a} - e^{-a}$ and $s = e^{a} + e^{-a}$ (so
+#   $d' = s$, $s' = d$). The quotient rule gives
+#   $\frac{dt}{da} = \frac{d' s - d s'}{s^2} = \frac{s^2 - d^2}{s^2} = 1 - t^2$,
+#   computed from the output $t$ the forward pass already has.
+#
+# `backward()` lists the graph so that every value comes after the values it was computed
+# from (a *topological order*), sets the loss's own gradient to $\partial L/\partial L = 1$,
+# and runs each `_backward` from the loss back, so a value's `grad` holds every term before
+# it is passed on.
+#
+# ## Exercise 1 · the backward rules of `Value`
+#
+# Write the three `_backward` bodies: `add`, `mul` and `tanh`.
+
+# %% nbgrader={"grade": false, "grade_id": "Value", "locked": false, "schema_version": 3, "solution": true, "task": false}
+class Value:
+    """One number that remembers how it was computed, and its gradient."""
+
+    def __init__(self, data, _parents=()):
+        self.data = float(data)
+        self.grad = 0.0  # d loss / d this value, filled in by backward()
+        self._parents = _parents  # the Values this one was computed from
+        self._backward = lambda: None  # passes self.grad on to the parents; a leaf has none
+
+    def __repr__(self):
+        return f"Value(data={self.data:.4g}, grad={self.grad:.4g})"
+
+    def __add__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        out = Value(self.data + other.data, (self, other))
+
+        def _backward():
+            ### BEGIN SOLUTION
+            self.grad += out.grad
+            other.grad += out.grad
+            ### END SOLUTION
+
+        out._backward = _backward
+        return out
+
+    def __mul__(self, other):
+        other = other if isinstance(other, Value) else Value(other)
+        out = Value(self.data * other.data, (self, other))
+
+        def _backward():
+            ### BEGIN SOLUTION
+            self.grad += other.data * out.grad
+            other.grad += self.data * out.grad
+            ### END SOLUTION
+
+        out._backward = _backward
+        return out
+
+    __radd__, __rmul__ = __add__, __mul__  # 2 * x calls x.__rmul__(2)
+
+    def tanh(self):
+        t = math.tanh(self.data)
+        out = Value(t, (self,))
+
+        def _backward():
+            ### BEGIN SOLUTION
+            self.grad += (1 - t * t) * out.grad
+            ### END SOLUTION
+
+        out._backward = _backward
+        return out
+
+    def backward(self):
+        order, visited = [], set()
+
+        def visit(v):  # depth first: v is listed after every value it was computed from
+            if v not in visited:
+                visited.add(v)
+                for parent in v._parents:
+                    visit(parent)
+                order.append(v)
+
+        visit(self)
+        self.grad = 1.0  # d loss / d loss
+        for v in reversed(order):  # the loss first, the leaves last
+            v._backward()
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_Value", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+"""Value: gradients of scalar expressions equal torch.autograd's and central differences."""
+
+
+def check_value(f, *numbers, what):
+    leaves = [Value(x) for x in numbers]
+    out = f(*leaves)
+    out.backward()
+    ours = [v.grad for v in leaves]
+    ts = [torch.tensor(x, dtype=torch.float64, requires_grad=True) for x in numbers]
+    f(*ts).backward()
+    checks.assert_close(ours, [t.grad.item() for t in ts], atol=1e-9, name=f"{what}: vs torch")
+
+    def at(i, x):  # f with input i moved to x, evaluated by torch
+        xs = [*numbers[:i], x, *numbers[i + 1:]]
+        return f(*(torch.tensor(v, dtype=torch.float64) for v in xs)).item()
+
+    eps = 1e-6
+    numeric = [(at(i, x + eps) - at(i, x - eps)) / (2 * eps) for i, x in enumerate(numbers)]
+    checks.assert_close(ours, numeric, atol=1e-6, name=f"{what}: vs central differences")
+
+
+check_value(lambda a, b: a * b, 3.0, -2.0, what="a * b")
+check_value(lambda a, b: b * a, 0.5, 4.0, what="b * a")
+check_value(lambda a, b: (a + b) * 5.0, 1.5, -0.25, what="(a + b) * 5")
+check_value(lambda a, b: 2.0 * a + b * -3.0 + 1.0, 0.1, 0.9, what="2a - 3b + 1")
+check_value(lambda a: a.tanh() * 3.0, 0.7, what="tanh(a) * 3")
+check_value(lambda a: a * a, -1.5, what="a * a (a used twice)")
+check_value(lambda a: a + a, 2.0, what="a + a (a used twice)")
+check_value(lambda x1, x2, w1, w2, b: (x1 * w1 + x2 * w2 + b).tanh(),
+            2.0, -1.0, 0.5, 1.5, -0.3, what="a neuron, tanh(x1 w1 + x2 w2 + b)")
+### BEGIN HIDDEN TESTS
+check_value(lambda a, b: a * b, -0.4, 6.0, what="a * b")
+check_value(lambda a, b, c: ((a * b).tanh() + c * a) * (b + 1.5), 0.8, -1.2, 2.5, what="mixed")
+check_value(lambda a: a * a * a, 1.3, what="a * a * a")
+check_value(lambda a, b: b * a + a, -0.6, 2.2, what="b * a + a")
+check_value(lambda a: (a.tanh() + a).tanh() * -2.0, 0.3, what="tanh(tanh(a) + a) * -2")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# One neuron, $o = \tanh(x_1 w_1 + x_2 w_2 + b)$: by the rules above,
+# $\partial o/\partial w_1 = x_1 (1 - o^2)$.
+
+# %%
+x1, x2, w1, w2, b = Value(2.0), Value(-1.0), Value(0.5), Value(1.5), Value(-0.3)
+neuron = (x1 * w1 + x2 * w2 + b).tanh()
+neuron.backward()
+print(neuron, "| d o / d w1:", w1.grad, "| by hand:", x1.data * (1 - neuron.data**2))
+
+# %% [markdown]
 # ## A tour of the engine
 #
-# A `Tensor` wraps a numpy array. Operations build a graph; `backward()` fills `.grad`.
+# `Value` works on single numbers; a network needs the same on arrays, where every rule must
+# also handle shapes. A `Tensor` wraps a numpy array; operations build a graph and
+# `backward()` fills `.grad`.
 
 # %%
 x = ag.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
@@ -81,12 +257,18 @@ print("the graph:", [t._op or "leaf" for t in ag.topological_order(loss)])
 # %% [markdown]
 # Notice `w.grad`: `w` has shape (2,) but was used for a (2, 2) product. Broadcasting
 # *reused* each `w[j]` once per row, and a value used several times receives the **sum** of
-# the gradients of its uses. That is the first rule you will write.
+# the gradients of its uses, exactly as `x` in the warm-up's `x * x`. That is the next rule
+# you will write.
 #
-# ## Exercise 1 · the backward of a broadcast sum: `unbroadcast`
+# ## Exercise 2 · the backward of a broadcast sum: `unbroadcast`
 #
-# In `a + b`, the gradient flowing to each input is the upstream gradient `g` itself, but
-# `g` has the *output's* shape. Where broadcasting stretched an input, sum `g` back:
+# In `a + b` with `a` (2, 3) and `b` (3,), broadcasting makes $o_{ij} = a_{ij} + b_j$: each
+# $b_j$ is used once per row $i$. With $g = \partial L/\partial o$, the chain rule sums over
+# those uses, and $\partial o_{ij}/\partial b_j = 1$:
+#
+# $$\frac{\partial L}{\partial b_j} = \sum_i \frac{\partial L}{\partial o_{ij}}\,\frac{\partial o_{ij}}{\partial b_j} = \sum_i g_{ij}$$
+#
+# So `g`, which has the *output's* shape, is summed back wherever broadcasting reused an input:
 #
 # - over the leading axes broadcasting **added** (input (3,) used as (2, 3): sum axis 0);
 # - over the axes where the input had **size 1** but the output did not, keeping them as
@@ -110,36 +292,45 @@ def unbroadcast(grad, shape):
 
 
 # %% nbgrader={"grade": true, "grade_id": "test_unbroadcast", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-"""unbroadcast: the gradient of a broadcast add equals torch's."""
-rng = np.random.default_rng(0)
+"""unbroadcast: the gradients of a broadcast add, for both operands, equal torch's."""
 
 
-def torch_add_grads(a_shape, b_shape):
-    """torch's gradients of sum((a + b) * g) for random a, b and upstream g."""
-    a = torch.randn(a_shape, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(b_shape, dtype=torch.float64, requires_grad=True)
-    g = torch.randn(torch.broadcast_shapes(a_shape, b_shape), dtype=torch.float64)
+def check_add(a_shape, b_shape, seed):
+    """unbroadcast(g, shape) of each operand equals torch's gradient of sum((a + b) * g)."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(a_shape, dtype=torch.float64, generator=gen, requires_grad=True)
+    b = torch.randn(b_shape, dtype=torch.float64, generator=gen, requires_grad=True)
+    g = torch.randn(torch.broadcast_shapes(a_shape, b_shape), dtype=torch.float64, generator=gen)
     ((a + b) * g).sum().backward()
-    return g.numpy(), a.grad.numpy(), b.grad.numpy()
+    for shape, want in ((a_shape, a.grad), (b_shape, b.grad)):
+        ours = unbroadcast(g.numpy(), shape)
+        checks.assert_close(ours, want, name=f"unbroadcast to {shape} from {tuple(g.shape)}")
 
 
-g, grad_a, grad_b = torch_add_grads((2, 3), (3,))
-checks.assert_close(unbroadcast(g, (3,)), grad_b, name="unbroadcast to (3,) from (2, 3)")
-checks.assert_close(unbroadcast(g, (2, 3)), grad_a, name="unbroadcast to the same shape")
-g, grad_a, grad_b = torch_add_grads((3, 1), (3, 4))
-checks.assert_close(unbroadcast(g, (3, 1)), grad_a, name="unbroadcast to (3, 1) from (3, 4)")
+check_add((2, 3), (3,), seed=0)  # an added leading axis
+check_add((4, 1), (4, 5), seed=1)  # a stretched size-1 axis, kept
+check_add((3, 1, 5), (4, 1), seed=2)  # both: added, and stretched in the middle
+check_add((1, 4), (3, 4), seed=3)  # a leading 1 is stretched, not added
+check_add((1,), (4, 2), seed=4)  # a 1 that is stretched and an axis that is added
+check_add((1, 2, 1), (5, 1, 3), seed=5)  # each operand stretched along other axes
+check_add((), (3,), seed=6)  # a scalar
 ### BEGIN HIDDEN TESTS
-for a_shape, b_shape in [((2, 1, 4), (3, 1)), ((1,), (2, 3)), ((5, 1, 1), (1, 2, 1)), ((), (2, 2))]:
-    g, grad_a, grad_b = torch_add_grads(a_shape, b_shape)
-    checks.assert_close(unbroadcast(g, a_shape), grad_a, name=f"unbroadcast to {a_shape}")
-    checks.assert_close(unbroadcast(g, b_shape), grad_b, name=f"unbroadcast to {b_shape}")
+for i, (a_shape, b_shape) in enumerate(
+    [((2, 1, 4), (3, 1)), ((1,), (2, 3)), ((5, 1, 1), (1, 2, 1)), ((), (2, 2)), ((3, 1), (1, 6))]
+):
+    check_add(a_shape, b_shape, seed=10 + i)
+    check_add(b_shape, a_shape, seed=20 + i)
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Exercise 2 · the backward of a sum over axes: `sum_backward`
+# ## Exercise 3 · the backward of a sum over axes: `sum_backward`
 #
-# The other direction: `x.sum(axis)` *removes* axes, and each element of `x` was added
-# once into one output element, so it receives that element's gradient. The backward of a
+# The other direction: `x.sum(axis)` *removes* axes. For $s_i = \sum_j x_{ij}$ (x (2, 3),
+# `axis=1`), $\partial s_k/\partial x_{ij}$ is 1 if $k = i$ and 0 otherwise, so
+#
+# $$\frac{\partial L}{\partial x_{ij}} = \sum_k \frac{\partial L}{\partial s_k}\,\frac{\partial s_k}{\partial x_{ij}} = g_i$$
+#
+# every element receives the gradient of the one sum it went into. The backward of a
 # reduction is a broadcast: put the summed axes back as size 1 (unless `keepdims=True`
 # already kept them: `np.expand_dims` takes a tuple of axes), then broadcast to `x`'s
 # shape (`np.broadcast_to`). `axis` may be `None` (all axes), an int, a negative int or a
@@ -177,6 +368,11 @@ def torch_sum_grad(shape, axis, keepdims, seed):
 
 torch_sum_grad((3, 4), 1, False, seed=0)
 torch_sum_grad((3, 4), None, False, seed=1)
+torch_sum_grad((4, 2, 3), (2, 0), True, seed=6)  # keepdims kept the axes: nothing to put back
+torch_sum_grad((4, 3, 2), (2, 1), False, seed=7)  # axes given out of order
+torch_sum_grad((3, 5, 2), -2, False, seed=8)  # a negative axis
+torch_sum_grad((3, 4), 0, True, seed=9)
+torch_sum_grad((2, 5), None, True, seed=10)
 ### BEGIN HIDDEN TESTS
 torch_sum_grad((2, 3, 4), (0, 2), True, seed=2)
 torch_sum_grad((2, 3, 4), -1, False, seed=3)
@@ -185,11 +381,15 @@ torch_sum_grad((5,), 0, True, seed=5)
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Exercise 3 · the backward of `a * b`
+# ## Exercise 4 · the backward of `a * b`
 #
-# $\partial (ab)/\partial a = b$, so the gradient for `a` is `grad_out * b`, and for `b`
-# it is `grad_out * a`; each summed back to its input's shape with your `unbroadcast`
-# (the operands may have been broadcast against each other).
+# Element by element it is the warm-up's rule: $o_{ij} = a_{ij} b_{ij}$, so
+# $\partial o_{ij}/\partial a_{ij} = b_{ij}$ and no other output depends on $a_{ij}$:
+#
+# $$\frac{\partial L}{\partial a} = g \odot b \qquad \frac{\partial L}{\partial b} = g \odot a$$
+#
+# ($\odot$: element-wise). The operands may have been broadcast against each other, so each
+# is then summed back to its input's shape with your `unbroadcast`.
 
 # %% nbgrader={"grade": false, "grade_id": "mul_backward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def mul_backward(a, b, grad_out):
@@ -217,6 +417,8 @@ def torch_mul_grads(a_shape, b_shape, seed):
 
 torch_mul_grads((3, 4), (3, 4), seed=0)
 torch_mul_grads((3, 4), (4,), seed=1)
+torch_mul_grads((4,), (3, 4), seed=5)  # the same shapes, the other way round
+torch_mul_grads((3, 1, 5), (4, 1), seed=6)
 ### BEGIN HIDDEN TESTS
 torch_mul_grads((2, 1, 4), (3, 1), seed=2)
 torch_mul_grads((1,), (5, 2), seed=3)
@@ -224,12 +426,14 @@ torch_mul_grads((2, 3), (2, 3), seed=4)
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Exercise 4 · the backward of a (batched) matrix product
+# ## Exercise 5 · the backward of a (batched) matrix product
 #
 # For `out = a @ b` with `a` (n, k) and `b` (k, m):
-# $\text{out}_{ij} = \sum_k a_{ik} b_{kj}$, so
+# $o_{ij} = \sum_k a_{ik} b_{kj}$. The entry $a_{ik}$ is used in every $o_{ij}$ of row $i$,
+# with $\partial o_{ij}/\partial a_{ik} = b_{kj}$; $b_{kj}$ in every $o_{ij}$ of column $j$,
+# with $\partial o_{ij}/\partial b_{kj} = a_{ik}$. Summing over the uses:
 #
-# $$\frac{\partial L}{\partial a} = g\, b^{\top} \qquad \frac{\partial L}{\partial b} = a^{\top} g$$
+# $$\frac{\partial L}{\partial a_{ik}} = \sum_j g_{ij} b_{kj} = (g\, b^{\top})_{ik} \qquad \frac{\partial L}{\partial b_{kj}} = \sum_i a_{ik} g_{ij} = (a^{\top} g)_{kj}$$
 #
 # Check the shapes: (n, m)(m, k) = (n, k) like `a`. With batches, `a` is (..., n, k) and the
 # transposes swap only the **last two** axes (`x.swapaxes(-1, -2)`, not `x.T`, which would
@@ -264,6 +468,9 @@ def torch_matmul_grads(a_shape, b_shape, seed):
 
 torch_matmul_grads((3, 4), (4, 5), seed=0)
 torch_matmul_grads((2, 3, 4), (2, 4, 5), seed=1)
+torch_matmul_grads((5, 5), (5, 5), seed=5)  # square: a transpose forgotten still fits
+torch_matmul_grads((3, 1, 2, 5), (4, 5, 3), seed=6)  # batch axes stretched and added
+torch_matmul_grads((2, 5), (3, 5, 4), seed=7)  # a matrix against a batch
 ### BEGIN HIDDEN TESTS
 torch_matmul_grads((4, 4), (4, 4), seed=2)
 torch_matmul_grads((2, 1, 3, 4), (5, 4, 2), seed=3)
@@ -271,11 +478,17 @@ torch_matmul_grads((3, 4), (6, 4, 2), seed=4)
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Exercise 5 · softmax and cross-entropy, backward together
+# ## Exercise 6 · softmax and cross-entropy, backward together
 #
 # A language model's loss is the mean, over $N$ positions, of $-\log \mathrm{softmax}(z)_t$
 # where $t$ is the right next token. Differentiating through the softmax and the log
-# separately works but is slow and loses precision; together they collapse to
+# separately works but is slow and loses precision; together they collapse. At one position,
+# with $p = \mathrm{softmax}(z)$, $p_v = e^{z_v} / \sum_w e^{z_w}$:
+#
+# $$\ell = -\log p_t = -z_t + \log \sum_w e^{z_w} \qquad \frac{\partial \ell}{\partial z_v} = -[v = t] + \frac{e^{z_v}}{\sum_w e^{z_w}} = p_v - [v = t]$$
+#
+# ($[v = t]$ is 1 for the target, else 0: the one-hot vector). The mean over $N$ positions
+# divides each position's gradient by $N$:
 #
 # $$\frac{\partial L}{\partial z} = \frac{\mathrm{softmax}(z) - \mathrm{onehot}(t)}{N}$$
 #
@@ -311,6 +524,13 @@ logits = rng.normal(size=(4, 5))
 targets = np.array([0, 3, 4, 1])
 ours = softmax_cross_entropy_backward(logits.copy(), targets)
 checks.assert_close(ours, torch_ce_grad(logits, targets), name="the gradient for (4, 5) logits")
+logits = rng.normal(size=(3, 2, 6))
+targets = rng.integers(0, 6, size=(3, 2))
+checks.assert_close(softmax_cross_entropy_backward(logits.copy(), targets),
+                    torch_ce_grad(logits, targets), name="the gradient for (3, 2, 6) logits")
+big = np.array([[0.0, -800.0, 900.0], [-2.0, -2.0, -2.0]])
+checks.assert_close(softmax_cross_entropy_backward(big.copy(), np.array([0, 2])),
+                    torch_ce_grad(big, np.array([0, 2])), name="the gradient for large logits")
 ### BEGIN HIDDEN TESTS
 logits = rng.normal(size=(2, 3, 7))
 targets = rng.integers(0, 7, size=(2, 3))
@@ -322,16 +542,16 @@ checks.assert_close(softmax_cross_entropy_backward(big.copy(), np.array([2, 1]))
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Exercise 6 · the order of the backward pass
+# ## Exercise 7 · the order of the backward pass
 #
 # `backward()` must run a tensor's rule only once its gradient is complete, i.e. after every
 # tensor that *uses* it has run its own rule. Listing the graph so that each tensor comes
 # after all of its inputs (a *topological order*) and walking it backwards does exactly that.
 #
 # Write `topological_order(root)`: every tensor `root` depends on (follow `t._parents`),
-# each listed **once**, each after all of its parents, `root` last. Don't recurse: a chain
-# of 10,000 operations (an unrolled RNN, say) would exceed Python's recursion limit. Keep
-# your own stack, and a set of tensors already visited.
+# each listed **once**, each after all of its parents, `root` last. Don't recurse, as
+# `Value.backward`'s `visit` did: a chain of 10,000 operations (an unrolled RNN, say) would
+# exceed Python's recursion limit. Keep your own stack, and a set of tensors already visited.
 
 # %% nbgrader={"grade": false, "grade_id": "topological_order", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def topological_order(root):
@@ -355,31 +575,47 @@ def topological_order(root):
 """topological_order: all nodes, once each, parents before children, root last."""
 
 
-def check_order(root):
+def check_order(root, graph, size):
     order = topological_order(root)
-    assert order and order[-1] is root, "the root must come last"
-    assert len({id(t) for t in order}) == len(order), "a tensor is listed twice"
+    assert isinstance(order, list), f"{graph}: return a list, got {type(order).__name__}"
+    assert order and order[-1] is root, f"{graph}: the root must come last"
+    assert len({id(t) for t in order}) == len(order), f"{graph}: a tensor is listed twice"
     position = {id(t): i for i, t in enumerate(order)}
     for t in order:
         for p in t._parents:
-            assert id(p) in position, f"an input of a {t._op!r} node is missing"
-            assert position[id(p)] < position[id(t)], f"{t._op!r} comes before one of its inputs"
-    return order
+            assert id(p) in position, f"{graph}: an input of a {t._op!r} node is missing"
+            assert position[id(p)] < position[id(t)], (
+                f"{graph}: a {t._op!r} node comes before its input (a {p._op or 'leaf'!r})"
+            )
+    assert len(order) == size, f"{graph}: {len(order)} tensors listed, expected {size}"
 
 
 a = ag.tensor(np.ones(3), requires_grad=True)
 b = ag.tensor(np.full(3, 2.0), requires_grad=True)
 c = a * b
-diamond = (c + c.exp()).sum()  # c is used twice
-assert len(check_order(diamond)) == 6, "a, b, c = a*b, exp(c), c + exp(c), sum: 6 tensors"
+check_order((c + c.exp()).sum(), "a, b, c = a*b, exp(c), c + exp(c), sum", 6)
+e = a.exp()  # e reaches the product directly and through tanh: parents in both orders
+check_order(e * e.tanh(), "e * tanh(e)", 4)
+check_order(e.tanh() * e, "tanh(e) * e", 4)
+h = a * b  # h used three times, at three depths, again in both orders
+check_order(h * (h + h.tanh()), "h * (h + tanh(h))", 6)
+check_order((h.tanh() + h) * h, "(tanh(h) + h) * h", 6)
+chain = a
+for _ in range(5_000):
+    chain = chain.tanh()
+check_order(chain, "a chain of 5,000 tanh (deeper than Python's recursion limit)", 5_001)
+check_order(b, "a leaf", 1)
 ### BEGIN HIDDEN TESTS
 x = ag.tensor(np.ones(2), requires_grad=True)
 chain = x
 for _ in range(10_000):
     chain = chain * 1.0
-assert len(check_order(chain)) == 20_001, "x, 10,000 products, and 10,000 scalar constants"
+check_order(chain, "x, 10,000 products, and 10,000 scalar constants", 20_001)
 leaf = ag.tensor(np.ones(2), requires_grad=True)
-assert check_order(leaf) == [leaf], "a leaf's order is itself"
+check_order(leaf, "another leaf", 1)
+k = x.tanh()
+check_order(k * x + x * k.exp(), "k * x + x * exp(k)", 6)
+check_order(k.exp() * x + x * k, "exp(k) * x + x * k", 6)
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -564,3 +800,19 @@ print(f"one SGD step: engine {engine_us:.0f} µs, PyTorch eager {torch_us:.0f} �
 # PyTorch and TensorFlow differ in *when* they record the graph (as the code runs, or by
 # tracing a function), not in how they use it. Chapter 03 turns text into the integer
 # tensors a GPT trains on, with identical batches for both frameworks.
+
+# %% [markdown]
+# ## Check yourself
+#
+# <!-- written by `python -m autograde release` from solutions/chapters.toml -->
+# Answer each in a few sentences, from what this chapter showed you; where you are not sure,
+# change the code and see.
+#
+# 1. A bias of shape (3,) is added to activations of shape (8, 3). Why is its gradient the
+#    sum of the upstream gradient over axis 0, and what would be wrong if the engine just
+#    reshaped it?
+# 2. `backward()` walks a topological order in reverse. Give a small graph where visiting a
+#    tensor before all of its users have run would produce a wrong gradient, and say what
+#    the gradient would miss.
+# 3. Finite differences need no backward rule, so why not train with them? Estimate how many
+#    forward passes one gradient of a 10,000-parameter model would cost each way.

@@ -44,6 +44,23 @@ SEED = 0
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/03_tokenizers/03_tokenizers.ipynb)
 #
+# <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
+# **Time:** about 65 min to work through; the code runs in at most 1 min on 2 CPU cores.
+#
+# **You will be able to**
+#
+# - build a character tokenizer and explain why byte-level tokens never meet an unknown
+#   symbol
+# - train a byte-pair encoding by counting and merging pairs, and encode new text by merge
+#   rank
+# - weigh vocabulary size against sequence length with a measured compression curve
+# - cut (input, target) windows for next-token prediction and serve the same batches from
+#   numpy, a PyTorch `DataLoader` and `tf.data`
+#
+# **Before you start:** chapters 00 (Setup: one GPT, built twice) and 01 (Tensors, side by
+# side). From outside the course: Python dicts and lists; what UTF-8 is, roughly.
+# <!-- end of the chapter card -->
+#
 # A GPT reads integers, not text. This chapter is about the step in between, and about
 # getting those integers to the model fast enough:
 #
@@ -118,6 +135,11 @@ assert [itos[i] for i in range(4)] == ["e", "h", "l", "o"], "itos[i] must undo s
 ids = encode_chars("hello", stoi)
 assert [int(i) for i in ids] == [1, 0, 2, 2, 3], f"encode_chars('hello') gave {ids}"
 assert decode_chars([1, 0, 2, 2, 3], itos) == "hello", "decode_chars must invert encode_chars"
+stoi, itos = build_char_vocab("Zebra!")
+assert stoi == {"!": 0, "Z": 1, "a": 2, "b": 3, "e": 4, "r": 5}, (
+    f"stoi for 'Zebra!' is {stoi}: code-point order puts '!' before 'Z' before 'a'"
+)
+assert decode_chars(encode_chars("bear!", stoi), itos) == "bear!", "round trip on 'bear!'"
 ### BEGIN HIDDEN TESTS
 full_text = data.load_text("tinyshakespeare")
 stoi, itos = build_char_vocab(full_text)
@@ -184,8 +206,10 @@ print(f"\nTiny Shakespeare: {len(text):,} chars -> {len(text.encode('utf-8')):,}
 #
 # `count_pairs(ids, counts=None)` returns a dict mapping each pair of *neighbouring* ids
 # `(ids[i], ids[i + 1])` to the number of times it occurs. Every position counts, so
-# windows overlap: `[1, 1, 1]` holds the pair `(1, 1)` twice. If `counts` is given, add
-# to it and return it (that is how training counts over many chunks).
+# windows overlap: `[1, 1, 1]` holds the pair `(1, 1)` twice. If `counts` is given (even
+# an empty dict), add into that very dict and return it: that is how training counts over
+# many chunks, one dict for all of them, never pairing the end of one chunk with the start
+# of the next.
 
 # %% nbgrader={"grade": false, "grade_id": "count_pairs", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def count_pairs(ids, counts=None):
@@ -205,6 +229,18 @@ assert dict(got) == {(1, 2): 2, (2, 3): 1, (3, 1): 1}, f"count_pairs([1, 2, 3, 1
 got = count_pairs([1, 1, 1])
 assert dict(got) == {(1, 1): 2}, f"[1, 1, 1] holds (1, 1) at positions 0 and 1, got {got}"
 assert dict(count_pairs([5])) == {} and dict(count_pairs([])) == {}, "no pairs in 0 or 1 ids"
+# Given a dict, count_pairs adds into that very dict and returns it (even an empty one).
+tally = {}
+got = count_pairs([9, 9, 4], tally)
+assert got is tally, "count_pairs(ids, counts) must add into counts and return that same dict"
+assert dict(tally) == {(9, 9): 1, (9, 4): 1}, f"after [9, 9, 4] the dict passed in holds {tally}"
+count_pairs([4, 9, 9], tally)
+assert dict(tally) == {(9, 9): 2, (9, 4): 1, (4, 9): 1}, f"counts must add up, got {tally}"
+# Two chunks counted into one dict: the sum of their counts, and no pair across the boundary.
+both = count_pairs([1, 3, 3, 1], count_pairs([3, 1, 3]))
+assert dict(both) == {(3, 1): 2, (1, 3): 2, (3, 3): 1}, (
+    f"[3, 1, 3] then [1, 3, 3, 1] into one dict: expected the sum of the two counts, got {both}"
+)
 ### BEGIN HIDDEN TESTS
 assert dict(count_pairs([4, 2])) == {(4, 2): 1}, "the one and last pair must be counted"
 assert dict(count_pairs([2, 1, 1, 2])) == {(2, 1): 1, (1, 1): 1, (1, 2): 1}, "order matters"
@@ -253,6 +289,7 @@ got = list(merge_pair([1, 1, 1], (1, 1), 9))
 assert got == [9, 1], f"[1, 1, 1] with (1, 1): merge the first two only, got {got}"
 got = list(merge_pair([1, 2, 1], (1, 2), 9))
 assert got == [9, 1], f"the last id, unmatched, must stay: got {got}"
+assert list(merge_pair([4], (4, 5), 9)) == [4], "a single id has no pair: it stays"
 ### BEGIN HIDDEN TESTS
 assert list(merge_pair([1, 1, 1, 1], (1, 1), 9)) == [9, 9]
 assert list(merge_pair([3, 1, 2], (1, 2), 9)) == [3, 9], "a pair at the very end"
@@ -322,6 +359,19 @@ assert got == [258, 100, 258, 97, 99], f"aaabdaaabac -> {got}, expected [258, 10
 table = {(1, 2): 11, (2, 3): 10}
 got = list(apply_merges([1, 2, 3], table))
 assert got == [1, 10], f"(2, 3) has rank 10 < 11, so it goes first: expected [1, 10], got {got}"
+# Wherever the pair sits (the start, the middle, the very end, the only pair), it merges.
+for ids, expected in [([7, 8, 5, 6], [20, 5, 6]), ([5, 7, 8, 6], [5, 20, 6]),
+                      ([5, 6, 7, 8], [5, 6, 20]), ([7, 8], [20])]:
+    got = list(apply_merges(ids, {(7, 8): 20}))
+    assert got == expected, f"{ids} with {{(7, 8): 20}}: expected {expected}, got {got}"
+# Overlapping pairs merge left to right, as in merge_pair.
+got = list(apply_merges(list(b"aaaaa"), {(97, 97): 256}))
+assert got == [256, 256, 97], f"'aaaaa' with (a, a) -> 256: expected [256, 256, 97], got {got}"
+# Merged ids merge again, until nothing in the table is left: here the last pair, twice.
+got = list(apply_merges(list(b"aaaa"), {(97, 97): 256, (256, 256): 257}))
+assert got == [257], f"'aaaa': (a, a) twice, then (256, 256): expected [257], got {got}"
+got = list(apply_merges([3, 4, 5, 6], {(5, 6): 30, (4, 30): 31}))
+assert got == [3, 31], f"[3, 4, 5, 6]: (5, 6) -> 30, then (4, 30) -> 31; got {got}"
 ### BEGIN HIDDEN TESTS
 assert list(apply_merges([1, 2, 3], {(1, 2): 10, (2, 3): 11})) == [10, 3]
 assert list(apply_merges([1, 2, 3], {(2, 3): 10, (1, 10): 11})) == [11], "merge merged ids"
@@ -501,7 +551,7 @@ def get_batch(data, batch_size, block_size, rng):
 
 # %% nbgrader={"grade": true, "grade_id": "test_get_batch", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 """get_batch: shapes, int64, y = x shifted by one, offsets from the given generator."""
-tokens = np.arange(1000, 1100, dtype=np.uint16)  # token i sits at position i - 1000
+tokens = np.arange(65_000, 65_100, dtype=np.uint16)  # token i sits at position i - 65000
 x, y = get_batch(tokens, 4, 8, np.random.default_rng(0))
 checks.assert_shape(x, (4, 8), "x")
 checks.assert_shape(y, (4, 8), "y")
@@ -509,9 +559,12 @@ checks.assert_dtype(x, "int64", "x")
 checks.assert_dtype(y, "int64", "y")
 assert np.array_equal(y[:, :-1], x[:, 1:]), "y must be x shifted left by one"
 assert np.array_equal(y, x + 1), "y[b, t] must be the token after x[b, t]"
+assert 65_000 <= x.min() and x.max() < 65_100, (
+    f"ids from {x.min()} to {x.max()}: the tokens are 65000..65099 (an int16 wraps above 32767)"
+)
 offsets = np.random.default_rng(0).integers(0, 100 - 8, size=4)
-assert np.array_equal(x[:, 0] - 1000, offsets), (
-    f"offsets {x[:, 0] - 1000}, expected {offsets} from rng.integers(0, len(data) - block_size, "
+assert np.array_equal(x[:, 0] - 65_000, offsets), (
+    f"offsets {x[:, 0] - 65_000}, expected {offsets} from rng.integers(0, len(data) - block_size, "
     "size=batch_size)"
 )
 ### BEGIN HIDDEN TESTS
@@ -662,5 +715,23 @@ plt.show()
 #
 # ## What's next
 #
-# Chapter 04 embeds these ids and builds attention in PyTorch; from then on every chapter
-# reads its batches from `make_loader` or `make_dataset`, seeded alike.
+# Chapter 04 embeds these ids and builds attention in PyTorch. From then on every training
+# run draws its batches by this chapter's rule, seeded alike: `get_batch` itself in the
+# PyTorch loops, `make_dataset` under Keras's `fit` in chapter 06.
+
+# %% [markdown]
+# ## Check yourself
+#
+# <!-- written by `python -m autograde release` from solutions/chapters.toml -->
+# Answer each in a few sentences, from what this chapter showed you; where you are not sure,
+# change the code and see.
+#
+# 1. Encoding with a merge table must merge the lowest-ranked pair first. Build a short
+#    example where merging left to right instead gives other tokens than training produced.
+# 2. Doubling the vocabulary makes the token sequence shorter but the model larger. Which
+#    parts of a GPT grow with the vocabulary, which with the sequence length, and what does
+#    the chapter's compression curve suggest about diminishing returns?
+# 3. Why is the largest offset `get_batch` may draw `len(data) - block_size - 1`, one less
+#    than the last full window of `x`? And when would `DataLoader` workers or `tf.data`
+#    prefetching make batches faster than the plain loop, unlike in the chapter's
+#    measurement?

@@ -47,6 +47,24 @@ SEED = 0
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/04_attention/04_attention.ipynb)
 #
+# <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
+# **Time:** about 70 min to work through; the code's full-size run time is not measured yet.
+#
+# **You will be able to**
+#
+# - compute a cross-entropy loss stably with `log_softmax`, and use a bigram model as the
+#   baseline to beat
+# - write scaled dot-product attention and explain the 1/√d scale
+# - apply a causal mask to the scores before the softmax, and say why it must come before
+# - split and merge heads with GPT-2's fused projections, and assemble a pre-LayerNorm
+#   Transformer block
+# - train a small GPT and read its attention maps
+#
+# **Before you start:** chapters 01 (Tensors, side by side) and 03 (Tokenizers and data
+# pipelines). From outside the course: softmax and cross-entropy; PyTorch tensors and
+# `nn.Module` basics.
+# <!-- end of the chapter card -->
+#
 # Chapter 03 turned Shakespeare into a stream of token ids. This chapter builds the part of
 # a GPT that reads them in context, one step at a time:
 #
@@ -133,6 +151,7 @@ assert isinstance(loss_t, torch.Tensor) and loss_t.requires_grad, (
     "bigram_loss must return a tensor that gradients flow through (no .item(), no numpy)"
 )
 checks.assert_shape(loss_t, (), "bigram_loss(...) (a single number, 0-dimensional)")
+assert loss_t.item() >= 0.0, f"a mean of -log p with p <= 1 is never negative; got {loss_t.item()}"
 checks.assert_close(
     loss_t, F.cross_entropy(table_t[x_t].reshape(-1, 7), y_t.reshape(-1)), atol=1e-5,
     name="bigram_loss (compared with F.cross_entropy of the logits of x against y)",
@@ -141,6 +160,13 @@ loss_t = bigram_loss(torch.zeros(65, 65), torch.zeros(2, 3, dtype=torch.long), y
 assert abs(float(loss_t) - math.log(65)) < 1e-5, (
     f"an all-zero table gives every token p = 1/65, so the loss is ln 65 = 4.1744; got {loss_t}"
 )
+# Every row bets on token 3 by a margin of 200: any other token costs 200 nats, a finite loss
+# (its probability, e^-200, is 0 in float32: take the log inside the softmax, not after it).
+table_t = torch.zeros(4, 4)
+table_t[:, 3] = 200.0
+loss_t = bigram_loss(table_t, torch.tensor([[0, 1, 2]]), torch.tensor([[3, 0, 3]]))
+checks.assert_close(loss_t, 200.0 / 3, atol=1e-3,
+                    name="the loss of [3, 0, 3] when every row predicts 3 by a margin of 200")
 ### BEGIN HIDDEN TESTS
 # By hand: after token 0 the logits [0, 0, ln 2] give p = [1/4, 1/4, 1/2].
 table_t = torch.tensor([[0.0, 0.0, math.log(2.0)], [5.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
@@ -301,6 +327,12 @@ checks.assert_close(out_t, F.scaled_dot_product_attention(q_t, k_t, v_t), atol=1
 out_t = scaled_attention(q_t, torch.ones(2, 6, 8), v_t)
 checks.assert_close(out_t, v_t.mean(dim=1, keepdim=True).expand(2, 5, 3), atol=1e-5,
                     name="with identical keys every query averages the values")
+# Two leading dimensions (batch, heads): q (3, 2, 4, 5), k (3, 2, 7, 5), v (3, 2, 7, 6).
+q_t, k_t, v_t = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 7, 5), torch.randn(3, 2, 7, 6)
+out_t = scaled_attention(q_t, k_t, v_t)
+checks.assert_shape(out_t, (3, 2, 4, 6), "scaled_attention with two leading dimensions")
+checks.assert_close(out_t, F.scaled_dot_product_attention(q_t, k_t, v_t), atol=1e-5,
+                    name="scaled_attention of q (3, 2, 4, 5), k (3, 2, 7, 5), v (3, 2, 7, 6)")
 ### BEGIN HIDDEN TESTS
 # With the identity as values, the output is the weight matrix itself.
 torch.manual_seed(21)
@@ -337,15 +369,16 @@ for shape_q, shape_k, d_v in [((2, 3, 1, 5), (2, 3, 9, 5), 4), ((1, 6, 1), (1, 6
 #
 # ## Exercise 3 · causal self-attention
 #
-# Write `causal_attention(q, k, v)` for q, k and v of shape (..., T, d) (the same T: every
-# token is both a query and a key): `scaled_attention` with the future masked out.
+# Write `causal_attention(q, k, v)` for q and k of shape (..., T, d) and v of shape
+# (..., T, d_v) (the same T: every token is both a query and a key), returning
+# (..., T, d_v): `scaled_attention` with the future masked out.
 # `torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)` is True strictly above the
 # diagonal (made on q's device, so that it works on a GPU too);
 # `scores.masked_fill(mask, float("-inf"))` writes $-\infty$ where the mask is True.
 
 # %% nbgrader={"grade": false, "grade_id": "causal_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def causal_attention(q, k, v):
-    """softmax(q kᵀ / √d, future keys masked) v for q, k, v (..., T, d) -> (..., T, d_v)."""
+    """softmax(q kᵀ / √d, future masked) v: q, k (..., T, d), v (..., T, d_v) -> (..., T, d_v)."""
     ### BEGIN SOLUTION
     T = q.size(-2)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))  # (..., T, T)
@@ -358,9 +391,9 @@ def causal_attention(q, k, v):
 # %% nbgrader={"grade": true, "grade_id": "test_causal_attention", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 """causal_attention: masked before the softmax, scaled, and no output depends on a later token."""
 torch.manual_seed(3)
-q_t, k_t, v_t = torch.randn(2, 6, 8), torch.randn(2, 6, 8), torch.randn(2, 6, 8)
+q_t, k_t, v_t = torch.randn(2, 6, 8), torch.randn(2, 6, 8), torch.randn(2, 6, 3)
 out_t = causal_attention(q_t, k_t, v_t)
-checks.assert_shape(out_t, (2, 6, 8), "causal_attention of q, k, v (2, 6, 8)")
+checks.assert_shape(out_t, (2, 6, 3), "causal_attention of q, k (2, 6, 8) and v (2, 6, 3)")
 checks.assert_close(out_t[:, 0], v_t[:, 0], atol=1e-6,
                     name="the output at position 0, which can only see itself,")
 checks.assert_close(out_t, F.scaled_dot_product_attention(q_t, k_t, v_t, is_causal=True),
@@ -370,9 +403,19 @@ checks.assert_close(out_t, F.scaled_dot_product_attention(q_t, k_t, v_t, is_caus
 for j in range(1, 6):
     changed_t = [t.clone() for t in (q_t, k_t, v_t)]
     for t in changed_t:
-        t[:, j] = torch.randn(2, 8)
+        t[:, j] = torch.randn_like(t[:, j])
     checks.assert_close(causal_attention(*changed_t)[:, :j], out_t[:, :j], atol=1e-6,
                         name=f"outputs before position {j} once token {j} changed")
+# The identity as values reads the weights out: nothing above the diagonal, rows sum to 1.
+w_t = causal_attention(q_t, k_t, torch.eye(6).expand(2, 6, 6))
+assert float(w_t.triu(1).abs().max()) == 0.0, "a query gives weight to a future key"
+checks.assert_close(w_t.sum(-1), torch.ones(2, 6), atol=1e-5,
+                    name="each query's weights sum (mask before the softmax, not after)")
+# Heads as a batch dimension: q, k (3, 2, 5, 4) and v (3, 2, 5, 7).
+q_t, k_t, v_t = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 7)
+checks.assert_close(causal_attention(q_t, k_t, v_t),
+                    F.scaled_dot_product_attention(q_t, k_t, v_t, is_causal=True), atol=1e-5,
+                    name="causal_attention of q, k (3, 2, 5, 4) and v (3, 2, 5, 7)")
 ### BEGIN HIDDEN TESTS
 # The identity as values reads the weights out: lower-triangular rows that sum to 1.
 torch.manual_seed(31)
@@ -431,10 +474,10 @@ plt.show()
 #
 # PyTorch has attention built in: `F.scaled_dot_product_attention(q, k, v, is_causal=True)`
 # computes the same thing with fused kernels that never store the (T, T) weights in full,
-# which saves memory and time on long sequences (chapter 07 writes such a kernel in
-# Triton). The course's model uses it by default (`attn_impl="sdpa"`) and keeps the written-
-# out version as `course.torch.model.manual_attention` (`attn_impl="manual"`), the reference
-# of your exercise 3. All three agree to float32 rounding:
+# which saves memory and time on long sequences (a chapter that writes such a kernel in
+# Triton is planned). The course's model uses it by default (`attn_impl="sdpa"`) and keeps
+# the written-out version as `course.torch.model.manual_attention` (`attn_impl="manual"`),
+# the reference of your exercise 3. All three agree to float32 rounding:
 
 # %%
 torch.manual_seed(SEED)
@@ -510,14 +553,21 @@ def multi_head_attention(x, c_attn_weight, c_proj_weight, n_head):
 # %% nbgrader={"grade": true, "grade_id": "test_multi_head_attention", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 """multi_head_attention: the same output as course.torch's CausalSelfAttention."""
 torch.manual_seed(4)
-attn_t = CausalSelfAttention(GPTConfig(n_embd=16, n_head=4, attn_impl="manual")).eval()
-x_t = torch.randn(2, 8, 16)
+# B = 2, T = 5, C = 24, 4 heads of size 6: every size different, so no two can be confused.
+attn_t = CausalSelfAttention(GPTConfig(n_embd=24, n_head=4, attn_impl="manual")).eval()
+x_t = torch.randn(2, 5, 24)
 with torch.no_grad():
     out_t = multi_head_attention(x_t, attn_t.c_attn.weight, attn_t.c_proj.weight, 4)
     expected_t = attn_t(x_t)
-checks.assert_shape(out_t, (2, 8, 16), "multi_head_attention of x (2, 8, 16)")
-checks.assert_close(out_t, expected_t, atol=1e-5,
-                    name="multi_head_attention (compared with CausalSelfAttention, 4 heads)")
+    checks.assert_shape(out_t, (2, 5, 24), "multi_head_attention of x (2, 5, 24)")
+    checks.assert_close(out_t, expected_t, atol=1e-5,
+                        name="multi_head_attention (compared with CausalSelfAttention, 4 heads)")
+    # Causal: changing the last token changes no output before it.
+    changed_t = x_t.clone()
+    changed_t[:, 4] = torch.randn(2, 24)
+    later_t = multi_head_attention(changed_t, attn_t.c_attn.weight, attn_t.c_proj.weight, 4)
+    checks.assert_close(later_t[:, :4], out_t[:, :4], atol=1e-6,
+                        name="outputs before position 4 once token 4 changed")
 ### BEGIN HIDDEN TESTS
 torch.manual_seed(41)
 for n_embd, n_head, B, T in [(12, 3, 3, 5), (8, 1, 2, 6), (6, 6, 1, 9), (20, 5, 2, 1),
@@ -610,15 +660,20 @@ def random_block(n_embd, n_head, seed, attn_impl="manual"):
     return block
 
 
-block_t = random_block(32, 4, seed=5)
-x_t = torch.randn(2, 8, 32)
+block_t = random_block(24, 4, seed=5)  # C = 24, 4 heads of size 6; B = 2, T = 7 below
+x_t = torch.randn(2, 7, 24)
 before_t = x_t.clone()
 with torch.no_grad():
     expected_t = block_t(x_t)
     out_t = block_forward(x_t, block_t.state_dict(), 4)
 assert torch.equal(x_t, before_t), "block_forward changed its input x: use x = x + ..., not x += ..."
-checks.assert_shape(out_t, (2, 8, 32), "block_forward of x (2, 8, 32)")
+checks.assert_shape(out_t, (2, 7, 24), "block_forward of x (2, 7, 24)")
 checks.assert_close(out_t, expected_t, atol=1e-5, name="block_forward (compared with Block)")
+with torch.no_grad():  # causal: changing the last token changes no output before it
+    changed_t = x_t.clone()
+    changed_t[:, 6] = torch.randn(2, 24)
+    checks.assert_close(block_forward(changed_t, block_t.state_dict(), 4)[:, :6], out_t[:, :6],
+                        atol=1e-6, name="outputs before position 6 once token 6 changed")
 ### BEGIN HIDDEN TESTS
 for n_embd, n_head, B, T, impl in [(24, 3, 3, 5, "manual"), (8, 1, 1, 6, "sdpa"),
                                    (16, 4, 2, 1, "manual"), (40, 8, 1, 13, "sdpa")]:
@@ -800,3 +855,20 @@ viz.attention_widget(maps, map_tokens)
 # the heads, the block. Chapter 05 takes the whole model in hand: its parameters counted by
 # formula, a proper training run, temperature, top-k and top-p sampling, and a KV cache
 # that makes generation fast. Chapter 06 builds the same model again in Keras 3.
+
+# %% [markdown]
+# ## Check yourself
+#
+# <!-- written by `python -m autograde release` from solutions/chapters.toml -->
+# Answer each in a few sentences, from what this chapter showed you; where you are not sure,
+# change the code and see.
+#
+# 1. Masking after the softmax (zeroing future weights) instead of before it gives rows that
+#    no longer sum to 1. What would the model then be computing, and why does setting scores
+#    to -inf avoid it?
+# 2. `q.view(B, nh, T, hs)` has the same shape as `q.view(B, T, nh, hs).transpose(1, 2)`.
+#    With the first, which tokens' features end up in one row of a head, and why does that
+#    break what the causal mask promises?
+# 3. Without position embeddings, what would a GPT output for "dog bites man" compared with
+#    "man bites dog", at the last position? Answer from how attention combines keys and
+#    values.

@@ -49,22 +49,43 @@ SEED = 1337
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/05_gpt/05_gpt.ipynb)
 #
+# <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
+# **Time:** about 85 min to work through; the code runs in at most 13 min on 2 CPU cores.
+#
+# **You will be able to**
+#
+# - assemble a GPT from embeddings, blocks and a tied head with GPT-2's initialisation, and
+#   count its parameters from its config
+# - shift logits and targets for the language-model loss, write one training step (schedule,
+#   backward, clipping, AdamW), and check a fresh model's loss against log(vocab_size)
+# - sample with temperature, top-k and top-p, and predict how each changes the text
+# - write attention with a KV cache, including the shifted causal mask, and measure what the
+#   cache saves
+# - checkpoint and resume a run exactly, and load checkpoints safely with
+#   `weights_only=True`
+#
+# **Before you start:** chapters 03 (Tokenizers and data pipelines) and 04 (Attention). From
+# outside the course: a training loop (loss, backward, optimizer step); AdamW in outline.
+# <!-- end of the chapter card -->
+#
 # Chapter 04 built attention and the Transformer block. This chapter puts blocks together
 # into a whole GPT and makes it write Shakespeare:
 #
-# 1. **assemble** the model and **count** its parameters, by formula (exercise 1);
-# 2. the **language-model loss**: every position predicts the *next* token (exercise 2);
-# 3. **train** it on Tiny Shakespeare with the course's training loop, watching the loss
-#    fall live;
-# 4. **sample** from it: temperature, top-k (exercise 3) and top-p;
+# 1. **assemble** the model yourself (exercise 1) and **count** its parameters, by
+#    formula (exercise 2);
+# 2. the **language-model loss**: every position predicts the *next* token (exercise 3);
+# 3. one **training step** (exercise 4), then **train** your model on Tiny Shakespeare
+#    with the course's training loop, watching the loss fall live;
+# 4. **sample** from it: temperature, top-k (exercise 5) and top-p;
 # 5. the **KV cache**, the trick every inference server relies on: keep the keys and
-#    values of past tokens instead of recomputing them (exercise 4), and measure what it
+#    values of past tokens instead of recomputing them (exercise 6), and measure what it
 #    buys;
 # 6. **checkpoints**: stop, resume, get the same run; and the two attention
 #    implementations, `"manual"` and `"sdpa"`, timed against each other.
 #
-# The model itself comes from the library, as you built it in chapter 04
-# (`course.torch.GPT`); the training loop is `course.torch.train.train`.
+# The blocks come from the library, as you built them in chapter 04; the library's own
+# GPT (`course.torch.GPT`) is the yardstick your model is tested against, and the
+# training loop is `course.torch.train.train`.
 
 # %%
 import math
@@ -80,7 +101,8 @@ from IPython.display import display
 
 from course import checks, data
 from course.config import GPTConfig, get_preset
-from course.torch import GPT, generate, manual_attention  # built in chapter 04
+from course.torch import GPT as LibraryGPT  # the library's GPT, beside yours below
+from course.torch import generate, manual_attention  # built in chapter 04
 
 torch.manual_seed(SEED)
 preset = get_preset(PRESET, TRAIN_OVERRIDES)
@@ -107,7 +129,7 @@ print(f"the model runs on {device!r}: every tensor it meets is created or moved 
 # PyTorch counts a shared parameter once in `model.parameters()`.
 
 # %%
-model = GPT(preset.model).to(device)
+model = LibraryGPT(preset.model).to(device)
 by_part = {}
 for name, param in model.named_parameters():  # a tied weight is listed once, as wte
     part = name.split(".")
@@ -131,7 +153,167 @@ print(f"model.num_params() = {model.num_params():,} (without the position embedd
 # `12 · n_embd²` parameters, whatever the vocabulary. GPT-2's 50,257-token vocabulary
 # changes the picture: its embedding alone is nearly a third of its 124 M parameters.
 #
-# ## Exercise 1 · counting parameters by formula
+# ## Exercise 1 · your GPT
+#
+# Now write that model yourself, as `class GPT(nn.Module)`, from chapter 04's `Block`
+# (imported from the library). Use GPT-2's names, so that a state dict moves between
+# your model, the library's and GPT-2's own checkpoints unchanged:
+#
+# - `self.transformer = nn.ModuleDict(...)` holding `wte`, `wpe` (`nn.Embedding`),
+#   `drop` (`nn.Dropout(config.dropout)`), `h` (an `nn.ModuleList` of `n_layer` blocks)
+#   and `ln_f` (`nn.LayerNorm(n_embd, eps=config.layer_norm_eps, bias=config.bias)`);
+# - `self.lm_head = nn.Linear(n_embd, vocab_size, bias=False)`, its weight **tied**:
+#   `self.lm_head.weight = self.transformer.wte.weight` (one tensor, not a copy);
+# - GPT-2's initialisation: every `Linear` and `Embedding` weight from a normal
+#   distribution of std 0.02 (`nn.init.normal_`), every bias 0, LayerNorms as they come
+#   (weight 1, bias 0); then the two **residual projections** of each block
+#   (`attn.c_proj.weight` and `mlp.c_proj.weight`) with std `0.02 / sqrt(2 · n_layer)`:
+#   each block adds two of them to the residual stream, and this keeps the stream's
+#   variance from growing with depth;
+# - `forward(idx, targets=None)` returns `(logits, loss)`: token embeddings plus position
+#   embeddings (positions `0 .. T-1`, created on `idx.device`), dropout, the blocks,
+#   `ln_f`, the head; `loss` is `None` without targets, else the mean cross-entropy of
+#   `logits` against `targets` of the same shape (B, T), where `-1` marks a position to
+#   skip (`ignore_index=-1`).
+#
+# `num_params` is given: the training loop reports it. The test loads the library model's
+# weights into yours and asks for the same logits, loss and gradients, for several sizes
+# and both `bias` settings; then it checks your initialisation's statistics.
+
+# %% nbgrader={"grade": false, "grade_id": "gpt_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
+import torch.nn as nn
+
+from course.torch.model import Block  # built in chapter 04
+
+
+class GPT(nn.Module):
+    """Token and position embeddings, n_layer blocks, a final LayerNorm, a head tied to wte."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        ### BEGIN SOLUTION
+        C = config.n_embd
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, C),
+                wpe=nn.Embedding(config.block_size, C),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+                ln_f=nn.LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        self.lm_head.weight = self.transformer.wte.weight  # one matrix, two uses
+        for name, param in self.named_parameters():  # the tied weight comes once, as wte
+            if name.endswith("c_proj.weight"):  # residual projections: smaller with depth
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+            elif param.dim() == 2:  # Linear and Embedding weights
+                nn.init.normal_(param, mean=0.0, std=0.02)
+            elif name.endswith("bias"):
+                nn.init.zeros_(param)
+        ### END SOLUTION
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) -> logits (B, T, vocab_size), and the loss against targets (B, T)."""
+        ### BEGIN SOLUTION
+        B, T = idx.shape
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos)  # (B, T, C)
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x)  # (B, T, C)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        if targets is None:
+            return logits, None
+        V = logits.size(-1)
+        loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+        ### END SOLUTION
+
+    def num_params(self, non_embedding=True):
+        """Parameters, counted once (the tied head is wte); without positions by default."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_gpt_model", "locked": true, "points": 4, "schema_version": 3, "solution": false, "task": false}
+"""GPT: GPT-2's names, a tied head; with the library's weights the same logits, loss and
+gradients (both bias settings, dropout on, targets with -1); GPT-2's initialisation."""
+
+
+def check_against_library(cfg, B, T, seed):
+    torch.manual_seed(seed)
+    library, yours = LibraryGPT(cfg), GPT(cfg)
+    names, expected = set(yours.state_dict()), set(library.state_dict())
+    assert names == expected, (
+        f"parameter names differ from GPT-2's: missing {sorted(expected - names)}, "
+        f"unexpected {sorted(names - expected)}"
+    )
+    assert yours.lm_head.weight is yours.transformer.wte.weight, (
+        "lm_head.weight must be the very tensor wte.weight (tied), not a copy"
+    )
+    yours.load_state_dict(library.state_dict())
+    idx = torch.randint(0, cfg.vocab_size, (B, T))
+    targets = torch.randint(0, cfg.vocab_size, (B, T))
+    targets[0, :2] = -1  # positions to skip
+    results = []
+    for net in (library, yours):
+        net.train()
+        torch.manual_seed(seed + 1)  # the same dropout masks for both
+        results.append(net(idx, targets=targets))
+    (expected_logits, expected_loss), (logits, loss) = results
+    label = f"{cfg}, B={B}, T={T}"
+    checks.assert_close(logits, expected_logits, atol=1e-5, name=f"logits ({label})")
+    checks.assert_close(loss, expected_loss, atol=1e-5, name=f"loss ({label})")
+    expected_loss.backward()
+    loss.backward()
+    grads = {name: p.grad for name, p in yours.named_parameters()}
+    for name, param in library.named_parameters():
+        checks.assert_close(grads[name], param.grad, atol=1e-5, name=f"gradient of {name}")
+    yours.eval()
+    logits, loss = yours(idx)
+    assert loss is None, "without targets, forward returns (logits, None)"
+    checks.assert_shape(logits, (B, T, cfg.vocab_size), name="logits")
+
+
+def check_init(cfg, seed):
+    torch.manual_seed(seed)
+    params = {name: p.detach() for name, p in GPT(cfg).named_parameters()}
+    residual_std = 0.02 / math.sqrt(2 * cfg.n_layer)
+    for name, param in params.items():
+        if param.dim() == 2:
+            want = residual_std if name.endswith("c_proj.weight") else 0.02
+            got = float(param.std())
+            assert abs(got - want) < 0.1 * want, f"{name}: std {got:.5f}, expected {want:.5f}"
+            assert abs(float(param.mean())) < 0.1 * want, f"{name}: mean should be 0"
+        elif name.endswith("bias"):
+            assert not param.any(), f"{name} must start at 0"
+        else:
+            assert bool((param == 1).all()), f"{name} (a LayerNorm weight) must start at 1"
+
+
+check_against_library(GPTConfig(n_layer=2, n_head=3, n_embd=12, block_size=9, vocab_size=19),
+                      B=3, T=7, seed=0)
+check_against_library(GPTConfig(n_layer=3, n_head=2, n_embd=24, block_size=11, vocab_size=29,
+                                bias=True, dropout=0.1), B=2, T=11, seed=1)
+check_init(GPTConfig(n_layer=4, n_head=2, n_embd=64, block_size=32, vocab_size=101, bias=True),
+           seed=2)
+### BEGIN HIDDEN TESTS
+check_against_library(GPTConfig(n_layer=4, n_head=8, n_embd=32, block_size=16, vocab_size=13,
+                                bias=True), B=5, T=6, seed=3)
+check_against_library(GPTConfig(n_layer=1, n_head=2, n_embd=20, block_size=8, vocab_size=41,
+                                dropout=0.2, attn_impl="manual"), B=4, T=8, seed=4)
+check_init(GPTConfig(n_layer=2, n_head=3, n_embd=48, block_size=40, vocab_size=150), seed=5)
+check_init(GPTConfig(n_layer=8, n_head=2, n_embd=64, block_size=24, vocab_size=90), seed=6)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Your class and the library's are the same model: same names, same numbers. From here
+# on the chapter uses the library's (`LibraryGPT`) wherever a cell must not depend on
+# your code, and trains yours further down.
+#
+# ## Exercise 2 · counting parameters by formula
 #
 # Write `count_gpt_params(config)`: the number of parameters of `GPT(config)`, computed
 # from the config alone (`n_layer`, `n_embd`, `vocab_size`, `block_size`, `bias`), without
@@ -163,7 +345,7 @@ def count_gpt_params(config):
 # %% nbgrader={"grade": true, "grade_id": "test_count_gpt_params", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 """count_gpt_params: equals the model's own count, with and without biases, head tied."""
 for cfg in (get_preset("nano").model, get_preset("shakespeare-char-cpu").model):
-    expected = sum(p.numel() for p in GPT(cfg).parameters())
+    expected = sum(p.numel() for p in LibraryGPT(cfg).parameters())
     got = count_gpt_params(cfg)
     assert got == expected, (
         f"count_gpt_params gave {got:,} for {cfg}, the model has {expected:,} "
@@ -181,7 +363,7 @@ shapes = [
 for shape in shapes:
     for bias in (False, True):
         cfg = GPTConfig(**shape, bias=bias)
-        expected = sum(p.numel() for p in GPT(cfg).parameters())
+        expected = sum(p.numel() for p in LibraryGPT(cfg).parameters())
         assert count_gpt_params(cfg) == expected, f"{cfg}: expected {expected:,}"
 cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11)
 assert count_gpt_params(cfg.replace(n_head=8)) == count_gpt_params(cfg), "heads add nothing"
@@ -200,7 +382,7 @@ for name in ("nano", "shakespeare-char-cpu", "shakespeare-char", "gpt2"):
     print(f"{name:<22} {n:>13,} {non_embedding:>14,}")
 
 # %% [markdown]
-# ## Exercise 2 · the language-model loss
+# ## Exercise 3 · the language-model loss
 #
 # Given a sequence of ids `idx` (B, T), the model returns logits (B, T, V): row `t` is its
 # guess for the token that comes **after** position `t`, having seen positions `0..t` only
@@ -241,11 +423,19 @@ assert float(loss) < 1e-3, (
     " compare logits[:, t] with idx[:, t + 1]"
 )
 torch.manual_seed(0)
-tiny = GPT(get_preset("nano").model)
+tiny = LibraryGPT(get_preset("nano").model)
 x = torch.randint(0, tiny.config.vocab_size, (3, 12))
 logits, _ = tiny(x)
 _, expected = tiny(x[:, :-1], targets=x[:, 1:])  # the model's own loss, shifted at the input
 checks.assert_close(lm_loss(logits, x), expected, atol=1e-5, name="lm_loss on a GPT's logits")
+for V in (7, 13):  # uniform logits: every token equally likely, a loss of log V exactly
+    uniform = lm_loss(torch.zeros(3, 5, V), torch.randint(0, V, (3, 5)))
+    checks.assert_close(uniform, math.log(V), atol=1e-5, name=f"uniform logits over V={V}")
+gen = torch.Generator().manual_seed(6)
+for B, T, V in [(2, 6, 9), (5, 3, 4)]:  # F.cross_entropy on targets shifted by one
+    logits, idx = torch.randn(B, T, V, generator=gen), torch.randint(0, V, (B, T), generator=gen)
+    expected = F.cross_entropy(logits[:, :-1].reshape(-1, V), idx[:, 1:].reshape(-1))
+    checks.assert_close(lm_loss(logits, idx), expected, atol=1e-5, name=f"lm_loss {B, T, V}")
 ### BEGIN HIDDEN TESTS
 rng = torch.Generator().manual_seed(1)
 for B, T, V in [(1, 2, 5), (2, 7, 3), (4, 16, 65)]:
@@ -280,12 +470,102 @@ print(f"loss before training: {float(lm_loss(logits, x)):.3f} "
       f"(uniform guess: log {tokenizer.vocab_size} = {math.log(tokenizer.vocab_size):.3f})")
 
 # %% [markdown]
+# ## Exercise 4 · one training step
+#
+# Write `train_step(model, optimizer, x, y, step, train_cfg)`: one optimizer step on the
+# batch `x, y` (B, T), returning its loss as a Python float. In order:
+#
+# 1. set the learning rate of step `step` (0-based), `lr_at(step, train_cfg)` (warm-up,
+#    then cosine), on **every** parameter group: `group["lr"] = lr` for each of
+#    `optimizer.param_groups` (AdamW here has two: matrices, which decay, and vectors,
+#    which do not);
+# 2. forward with the targets, `_, loss = model(x, targets=y)`, and `loss.backward()`;
+# 3. clip the gradients' global norm to `train_cfg.grad_clip` with
+#    `torch.nn.utils.clip_grad_norm_(model.parameters(), ...)`, before the step it is
+#    meant to tame (a `grad_clip` of 0 means no clipping);
+# 4. `optimizer.step()`, then `optimizer.zero_grad(set_to_none=True)`: `backward` *adds*
+#    to `.grad`, so gradients left there would leak into the next step.
+#
+# The test runs a few steps of yours and of the library's loop (`course.torch.train`)
+# from the same weights and batches: the losses and the weights must agree.
+
+# %% nbgrader={"grade": false, "grade_id": "train_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from course.config import lr_at
+
+
+def train_step(model, optimizer, x, y, step, train_cfg):
+    """One AdamW step on (x, y) at the scheduled learning rate; the loss as a float."""
+    ### BEGIN SOLUTION
+    lr = lr_at(step, train_cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    _, loss = model(x, targets=y)
+    loss.backward()
+    if train_cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_train_step", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+"""train_step: from the same seed, weights and batches, the library's losses and weights."""
+from course.config import TrainConfig
+from course.torch.train import configure_optimizer
+from course.torch.train import train_step as library_step
+
+
+def library_train_step(model, optimizer, x, y, step, train_cfg):
+    return library_step(model, optimizer, lambda: (x, y), lr_at(step, train_cfg), train_cfg)
+
+
+def check_steps(cfg, train_cfg, B, T, steps, seed):
+    gen = torch.Generator().manual_seed(seed)
+    batches = [torch.randint(0, cfg.vocab_size, (2, B, T), generator=gen) for _ in range(steps)]
+    runs = []
+    for step_fn in (library_train_step, train_step):
+        torch.manual_seed(seed)
+        net = LibraryGPT(cfg)
+        optimizer = configure_optimizer(net, train_cfg)
+        losses = [float(step_fn(net, optimizer, x, y, i, train_cfg))
+                  for i, (x, y) in enumerate(batches)]
+        runs.append((losses, net))
+    (expected_losses, expected), (losses, net) = runs
+    label = f"{steps} steps, grad_clip={train_cfg.grad_clip}, bias={cfg.bias}"
+    checks.assert_close(losses, expected_losses, atol=1e-6, name=f"losses ({label})")
+    weights = dict(net.named_parameters())
+    for name, param in expected.named_parameters():
+        got, want = weights[name], param
+        if name.endswith("attn.c_attn.bias"):  # the keys' bias has a gradient of 0 but for
+            C = cfg.n_embd  # rounding (softmax ignores a shift), which AdamW scales up
+            got, want = torch.cat([got[:C], got[2 * C:]]), torch.cat([want[:C], want[2 * C:]])
+        checks.assert_close(got, want, atol=1e-6, name=f"{name} after {label}")
+
+
+recipe = TrainConfig(learning_rate=1e-2, min_lr=1e-3, warmup_iters=2, lr_decay_iters=5,
+                     grad_clip=0.05)
+check_steps(GPTConfig(n_layer=2, n_head=4, n_embd=16, block_size=8, vocab_size=11),
+            recipe, B=3, T=6, steps=5, seed=0)
+check_steps(GPTConfig(n_layer=1, n_head=3, n_embd=12, block_size=7, vocab_size=17, bias=True),
+            recipe.replace(grad_clip=0.0), B=4, T=7, steps=3, seed=1)
+### BEGIN HIDDEN TESTS
+check_steps(GPTConfig(n_layer=3, n_head=2, n_embd=20, block_size=9, vocab_size=14, bias=True),
+            recipe.replace(warmup_iters=3, lr_decay_iters=6, grad_clip=0.2), B=2, T=9,
+            steps=8, seed=2)
+check_steps(GPTConfig(n_layer=2, n_head=4, n_embd=24, block_size=6, vocab_size=31),
+            recipe.replace(learning_rate=3e-3, min_lr=3e-4, grad_clip=0.0), B=5, T=4,
+            steps=4, seed=3)
+### END HIDDEN TESTS
+
+# %% [markdown]
 # ## Training, with a live loss plot
 #
 # `course.torch.train.train` is the course's training loop, written out step by step in
-# its source (read it: about 150 lines). AdamW with weight decay on matrices only, a warm-up then cosine learning rate (`course.config.lr_at`), gradient
-# clipping, an evaluation on both splits every `eval_interval` steps, and a checkpoint
-# in `out_dir`. It calls `callback(event)` with a dict each time it logs a step (`"train"`)
+# its source (read it: about 150 lines). Its step is the one you just wrote (plus gradient
+# accumulation over micro-batches); around it come an evaluation on both splits every
+# `eval_interval` steps and a checkpoint in `out_dir`. Given `model=`, it trains that
+# model: below, your GPT, once it matches the library's. It calls `callback(event)` with a dict each time it logs a step (`"train"`)
 # or evaluates (`"eval"`): enough to draw the curves while it runs. Redrawing a figure
 # costs tens of milliseconds, so the plot below redraws at most every two seconds.
 #
@@ -297,6 +577,30 @@ print(f"loss before training: {float(lm_loss(logits, x)):.3f} "
 #     --out runs/char --resume
 # python -m course.sample --out runs/char
 # ```
+
+# %%
+def same_as_library(cls):
+    """Does `cls` (your GPT) hold the library's weights under its names, tied, and give
+    the library's logits? A quick check, so that a GPT that fails exercise 1 is not trained."""
+    try:
+        cfg = preset.model.replace(n_layer=1)
+        torch.manual_seed(0)
+        library, yours = LibraryGPT(cfg), cls(cfg)
+        yours.load_state_dict(library.state_dict())
+        idx = torch.randint(0, cfg.vocab_size, (2, 9))
+        same = torch.allclose(yours(idx)[0], library(idx)[0], atol=1e-5)
+        return same and yours.lm_head.weight is yours.transformer.wte.weight
+    except Exception:  # NotImplementedError, a wrong name, a wrong shape...
+        return False
+
+
+yours_works = same_as_library(GPT)
+torch.manual_seed(preset.train.seed)  # the initial weights of the model trained below
+if yours_works:
+    whose, to_train = "your GPT", GPT(preset.model).to(device)
+else:
+    whose, to_train = "the library's GPT", LibraryGPT(preset.model).to(device)
+print(f"training {whose}")
 
 # %%
 from course.torch.train import load_checkpoint, load_model, train
@@ -339,17 +643,25 @@ class LiveLossPlot:
 
 run_dir = tempfile.TemporaryDirectory(prefix="twin-gpt-05-")  # never inside the repository
 out_dir = Path(run_dir.name) / "char"
-plot = LiveLossPlot(f"{preset.name}: {preset.train.max_iters} steps")
+plot = LiveLossPlot(f"{whose}, {preset.name}: {preset.train.max_iters} steps")
 start = time.perf_counter()
 result = train(preset, out_dir, data=(train_tokens, val_tokens), tokenizer=tokenizer,
-               callback=plot)
+               callback=plot, model=to_train)
 plot.draw()
 train_seconds = time.perf_counter() - start
-model = result.model.eval()
 print(f"{preset.train.max_iters} steps in {train_seconds:.0f} s; final metrics: {result.metrics}")
 print("files in out_dir:", sorted(p.name for p in out_dir.iterdir()))
+# The trained weights, moved into the library's GPT: same names, so the state dict loads
+# as it is, and the library's class adds what sampling uses (a KV cache, input checks).
+model = LibraryGPT(preset.model).to(device)
+model.load_state_dict(result.model.state_dict())
+model.eval()
 
 # %% [markdown]
+# If the cell says "training the library's GPT", your class does not yet give the
+# library's logits (exercise 1): the chapter goes on with the library's model, and
+# trains yours once it does.
+#
 # The loss starts at log 65 and drops fast while the model learns which characters are
 # common, then more slowly as it learns spelling, words and the layout of a play. With the
 # full recipe the validation loss ends near 1.9 nats per character. Train and val stay
@@ -369,7 +681,7 @@ print("files in out_dir:", sorted(p.name for p in out_dir.iterdir()))
 # - **top-p** (nucleus) keeps the smallest set of most likely tokens whose probabilities
 #   add up to p, so the number kept adapts: few when the model is sure, many when not.
 #
-# ## Exercise 3 · top-k filtering
+# ## Exercise 5 · top-k filtering
 #
 # Write `top_k_filter(logits, k)`: a copy of `logits` (..., V) in which, along the last
 # dimension, every entry except the `k` largest is set to `-inf` (so the softmax gives it
@@ -489,7 +801,7 @@ widgets.interact_manual(
 # new query 1:    1  1  1     |  1  1
 # ```
 #
-# ## Exercise 4 · attention with a KV cache
+# ## Exercise 6 · attention with a KV cache
 #
 # Write `attend_with_cache(q, k, v, k_cache, v_cache)`:
 #
@@ -547,6 +859,15 @@ checks.assert_close(k_all, torch.cat([k, k1], dim=2), atol=0, name="k_all: cache
 checks.assert_close(v_all, torch.cat([v, v1], dim=2), atol=0, name="v_all: cached values, then new")
 expected = manual_attention(q1, k_all, v_all)  # one query sees every key
 checks.assert_close(y1, expected, atol=1e-5, name="y for 1 new token after 4 cached")
+q, k, v = qkv(10)  # 5 tokens, then chunks of 3 and 2: the same as all 10 at once
+kc, vc, outputs = empty, empty, []
+for lo, hi in [(0, 5), (5, 8), (8, 10)]:
+    y, kc, vc = attend_with_cache(q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], kc, vc)
+    checks.assert_shape(kc, (B, nh, hi, hs), name=f"k_all after {hi} tokens")
+    outputs.append(y)
+checks.assert_close(torch.cat(outputs, dim=2), manual_attention(q, k, v), atol=1e-5,
+                    name="chunks 5+3+2 vs all 10 at once (new query t sees keys 0 .. L + t)")
+checks.assert_close(vc, v, atol=0, name="the cache after 10 tokens holds all 10 values in order")
 ### BEGIN HIDDEN TESTS
 # Several new tokens after a cache: the mask must be shifted by the cache length.
 q, k, v = qkv(3)
@@ -618,7 +939,7 @@ def greedy_with_cache(model, prompt, max_new_tokens):
 # %% nbgrader={"grade": true, "grade_id": "test_kv_cache_decoding", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 """A GPT run with attend_with_cache: same logits and same greedy text as without a cache."""
 torch.manual_seed(4)
-small = GPT(get_preset("nano").model).eval()  # 2 layers, 32 context
+small = LibraryGPT(get_preset("nano").model).eval()  # 2 layers, 32 context
 start_ids = torch.randint(0, small.config.vocab_size, (1, 5))
 ours = greedy_with_cache(small, start_ids, 20)
 reference = generate(small, start_ids, 20, temperature=0, use_cache=False)
@@ -626,12 +947,18 @@ assert ours.tolist() == reference.tolist(), (
     f"greedy decoding with your cache gave {ours[0, 5:].tolist()}, without a cache "
     f"{reference[0, 5:].tolist()}"
 )
+seq = torch.randint(0, small.config.vocab_size, (3, 12))
+with torch.no_grad():
+    full, _ = small(seq)
+caches = empty_caches(small, 3)
+pieces = [forward_with_cache(small, seq[:, lo:hi], caches) for lo, hi in [(0, 5), (5, 9), (9, 12)]]
+checks.assert_close(torch.cat(pieces, dim=1), full, atol=1e-4, name="logits, chunks 5+4+3")
 ### BEGIN HIDDEN TESTS
 # Logits of chunks fed one after the other equal one pass over the whole sequence.
 for bias, batch in [(False, 2), (True, 3)]:
     torch.manual_seed(5)
     cfg = get_preset("nano").model.replace(bias=bias)
-    small = GPT(cfg).eval()
+    small = LibraryGPT(cfg).eval()
     seq = torch.randint(0, cfg.vocab_size, (batch, 30))
     with torch.no_grad():
         full, _ = small(seq)
@@ -661,7 +988,7 @@ for bias, batch in [(False, 2), (True, 3)]:
 
 # %%
 torch.manual_seed(SEED)
-wide = GPT(preset.model.replace(block_size=KV_BLOCK_SIZE)).to(device).eval()
+wide = LibraryGPT(preset.model.replace(block_size=KV_BLOCK_SIZE)).to(device).eval()
 start_ids = torch.tensor([tokenizer.encode("\n")], device=device)
 
 
@@ -867,7 +1194,7 @@ timings = {}
 for label, batch, T in shapes:
     cfg = preset.model.replace(block_size=T)
     torch.manual_seed(SEED)
-    nets = {impl: GPT(cfg.replace(attn_impl=impl)) for impl in ("manual", "sdpa")}
+    nets = {impl: LibraryGPT(cfg.replace(attn_impl=impl)) for impl in ("manual", "sdpa")}
     nets["sdpa"].load_state_dict(nets["manual"].state_dict())  # the same weights
     x = torch.randint(0, cfg.vocab_size, (batch, T))
     grads = {}
@@ -913,6 +1240,41 @@ plt.show()
 # and checkpoints that survive interruptions. The next chapter builds the same model in
 # Keras 3, with the same names and the same training recipe, and compares the two idioms
 # step for step.
+#
+# ## Your code, carried forward
+#
+# The last cell saves your `GPT` and `train_step` to `my_code/gpt_torch.py`, beside the
+# chapter folders. Later chapters use your model from there when it is present (they
+# print whose model they took) and the library's when it is not: what you built here is
+# what they build on. It saves only once your GPT gives the library's logits; run it again
+# whenever you change your classes. No graded cell reads that file.
 
 # %%
+from course import learner
+
+if same_as_library(GPT):  # a GPT that does not work yet is not handed on
+    learner.save(
+        "gpt_torch",
+        ["GPT", "train_step"],
+        imports=["import torch", "import torch.nn as nn", "import torch.nn.functional as F",
+                 "from course.torch.model import Block", "from course.config import lr_at"],
+    )
+else:
+    print("not saved: finish exercise 1 first (later chapters use the library's GPT meanwhile)")
 run_dir.cleanup()  # the checkpoints of this chapter lived in a temporary folder
+
+# %% [markdown]
+# ## Check yourself
+#
+# <!-- written by `python -m autograde release` from solutions/chapters.toml -->
+# Answer each in a few sentences, from what this chapter showed you; where you are not sure,
+# change the code and see.
+#
+# 1. A freshly initialised model starts at a loss of 9.3 on a 65-character vocabulary. What
+#    did you expect instead, and what does the difference tell you about its initial logits?
+# 2. With a cache of L tokens and a chunk of T new tokens, why is the mask the lower
+#    triangle shifted right by L? What goes wrong if you use the ordinary T × T causal mask
+#    on the new keys only?
+# 3. A resumed run matches the uninterrupted one only if the checkpoint holds more than the
+#    weights. Name what else it must hold and what would differ in the loss curve if each
+#    were missing.

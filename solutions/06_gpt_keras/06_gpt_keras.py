@@ -48,6 +48,25 @@ SEED = 1337
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/06_gpt_keras/06_gpt_keras.ipynb)
 #
+# <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
+# **Time:** about 90 min to work through; the code's full-size run time is not measured yet.
+#
+# **You will be able to**
+#
+# - write Keras layers (`__init__`, `build`, `call`) for causal self-attention, the MLP and
+#   the pre-LayerNorm block, and stack them into a Keras GPT with GPT-2's names
+# - move weights between `nn.Linear` and `Dense`, and a whole GPT from PyTorch to Keras,
+#   with logits that agree to 1e-4
+# - write a training step with `tf.GradientTape`, global-norm clipping and the shared
+#   schedule, and explain why the two frameworks' loss curves on the same batches drift
+#   apart only slowly
+# - read one shape bug as eager, `tf.function` and XLA report it, and avoid retracing
+# - time a training step in five execution modes and explain the figures
+#
+# **Before you start:** chapters 01 (Tensors, side by side), 04 (Attention) and 05 (The
+# GPT). From outside the course: object-oriented Python (subclassing, `super().__init__`).
+# <!-- end of the chapter card -->
+#
 # Chapters 04 and 05 built a GPT in PyTorch. This chapter builds the *same* GPT in Keras 3
 # (on TensorFlow), then puts the two side by side: same architecture, same weights, same
 # batches, same training recipe, two frameworks, measured.
@@ -56,10 +75,12 @@ SEED = 1337
 #    pre-LayerNorm block (exercise 3), each checked against the library's Keras layer
 #    (`course.tf.model`) with the same weights;
 # 2. **moving weights**: one `nn.Linear` into a Keras `Dense` (exercise 4), then a whole
-#    trained PyTorch GPT into Keras with `course.tf.convert.torch_to_keras`: the logits
-#    agree and both models write the same text;
-# 3. **training twice**: both frameworks from the same initial weights on the same batches,
-#    their loss curves on one plot;
+#    PyTorch GPT into Keras with `course.tf.convert.torch_to_keras`: into your own Keras
+#    GPT (exercise 5), and a trained one into the library's, whose logits agree and which
+#    writes the same text;
+# 3. **training twice**: your training step with a `GradientTape` (exercise 6), checked
+#    against PyTorch's step on the same batch; then both frameworks' trainers from the same
+#    initial weights on the same batches, their loss curves on one plot;
 # 4. **debugging**: one shape bug as PyTorch eager, TensorFlow eager, `tf.function` and XLA
 #    report it; TensorFlow's GPU memory setting, and *retracing*, the `tf.function` trap;
 # 5. **measured**: the time of one training step in PyTorch eager, `torch.compile`, Keras
@@ -93,7 +114,7 @@ from course.config import GPTConfig, get_preset, lr_at
 from course.tf import GPT as KerasGPT
 from course.tf import generate as keras_generate
 from course.tf import keras_to_torch, torch_to_keras
-from course.tf.model import MLP, Block, CausalSelfAttention  # the Keras reference layers
+from course.tf.model import MLP, Block, CausalSelfAttention, lm_loss  # the Keras reference
 from course.torch import GPT as TorchGPT  # built in chapters 04-05
 from course.torch import generate as torch_generate
 
@@ -268,22 +289,26 @@ class MyCausalSelfAttention(keras.layers.Layer):
 
 # %% nbgrader={"grade": true, "grade_id": "test_keras_attention", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 """MyCausalSelfAttention: the library's CausalSelfAttention with the same weights; causal."""
-cfg = GPTConfig(n_layer=1, n_head=4, n_embd=32, block_size=16, attn_impl="manual")
-x = np.random.default_rng(0).standard_normal((2, 10, 32)).astype("float32")
-reference, mine = CausalSelfAttention(cfg), MyCausalSelfAttention(cfg)
-reference(x)  # calling a layer builds its weights
-mine(x)
-n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
-assert n_mine == n_ref, f"your layer has {n_mine} weights, the library's {n_ref} (bias=False)"
-randomize_weights(reference, seed=1)
-copy_weights(reference, mine)
-y = mine(x)
-checks.assert_shape(y, (2, 10, 32), name="MyCausalSelfAttention(x)")
-checks.assert_close(y, reference(x), atol=1e-5, name="attention vs the library's (same weights)")
-x_future = x.copy()
-x_future[:, 6:] = 0.0  # change every token from position 6 on
-checks.assert_close(mine(x_future)[:, :6], y[:, :6], atol=1e-5,
-                    name="outputs 0..5 after changing tokens 6.. (they must not look ahead)")
+# Without biases, then with them: other sizes for every role (B, T, C, heads) each time.
+for seed, (n_head, n_embd, B, T, bias) in enumerate([(4, 32, 2, 10, False), (2, 24, 3, 7, True)]):
+    cfg = GPTConfig(n_layer=1, n_head=n_head, n_embd=n_embd, block_size=16, bias=bias,
+                    attn_impl="manual")
+    x = np.random.default_rng(seed).standard_normal((B, T, n_embd)).astype("float32")
+    reference, mine = CausalSelfAttention(cfg), MyCausalSelfAttention(cfg)
+    reference(x)  # calling a layer builds its weights
+    mine(x)
+    n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
+    assert n_mine == n_ref, f"your layer has {n_mine} weights, the library's {n_ref} ({bias=})"
+    randomize_weights(reference, seed=seed + 1)
+    copy_weights(reference, mine)
+    y = mine(x)
+    checks.assert_shape(y, (B, T, n_embd), name="MyCausalSelfAttention(x)")
+    checks.assert_close(y, reference(x), atol=1e-5,
+                        name=f"attention vs the library's (same weights, {bias=})")
+    x_future = x.copy()
+    x_future[:, 5:] = 0.0  # change every token from position 5 on
+    checks.assert_close(mine(x_future)[:, :5], y[:, :5], atol=1e-5,
+                        name="outputs 0..4 after changing tokens 5.. (they must not look ahead)")
 ### BEGIN HIDDEN TESTS
 # With biases, other head counts and lengths (T = 1, and the whole block).
 for seed, (n_head, n_embd, B, T, bias) in enumerate(
@@ -355,19 +380,20 @@ class MyMLP(keras.layers.Layer):
 
 # %% nbgrader={"grade": true, "grade_id": "test_keras_mlp", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 """MyMLP: the library's MLP with the same weights, to 1e-5: the tanh GELU, not the exact."""
-cfg = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8)
-x = np.random.default_rng(10).standard_normal((2, 5, 16)).astype("float32")
-reference, mine = MLP(cfg), MyMLP(cfg)
-reference(x)
-mine(x)
-n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
-assert n_mine == n_ref, f"your MLP has {n_mine} weights, the library's {n_ref} (bias=False)"
-randomize_weights(reference, seed=11)
-copy_weights(reference, mine)
-y = mine(x)
-checks.assert_shape(y, (2, 5, 16), name="MyMLP(x)")
-checks.assert_close(y, reference(x), atol=1e-5, rtol=0,
-                    name="MyMLP vs the library's MLP (same weights)")
+for seed, (n_embd, B, T, bias) in enumerate([(16, 2, 5, False), (20, 3, 4, True)]):
+    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=n_embd, block_size=8, bias=bias)
+    x = np.random.default_rng(seed + 10).standard_normal((B, T, n_embd)).astype("float32")
+    reference, mine = MLP(cfg), MyMLP(cfg)
+    reference(x)
+    mine(x)
+    n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
+    assert n_mine == n_ref, f"your MLP has {n_mine} weights, the library's {n_ref} ({bias=})"
+    randomize_weights(reference, seed=seed + 11)
+    copy_weights(reference, mine)
+    y = mine(x)
+    checks.assert_shape(y, (B, T, n_embd), name="MyMLP(x)")
+    checks.assert_close(y, reference(x), atol=1e-5, rtol=0,
+                        name=f"MyMLP vs the library's MLP (same weights, {bias=})")
 ### BEGIN HIDDEN TESTS
 for seed, (n_embd, bias) in enumerate([(8, True), (32, False), (24, True)]):
     cfg = GPTConfig(n_layer=1, n_head=2, n_embd=n_embd, block_size=8, bias=bias)
@@ -451,18 +477,20 @@ class MyBlock(keras.layers.Layer):
 
 # %% nbgrader={"grade": true, "grade_id": "test_keras_block", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 """MyBlock: the library's Block with the same weights, to 1e-5 (pre-LN, residuals, eps)."""
-cfg = GPTConfig(n_layer=2, n_head=4, n_embd=32, block_size=16)
-x = np.random.default_rng(20).standard_normal((2, 9, 32)).astype("float32")
-reference, mine = Block(cfg), MyBlock(cfg)
-reference(x)
-mine(x)
-n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
-assert n_mine == n_ref, f"your block has {n_mine} weights, the library's {n_ref} (bias=False)"
-randomize_weights(reference, seed=21)
-copy_weights(reference, mine)
-y = mine(x)
-checks.assert_shape(y, (2, 9, 32), name="MyBlock(x)")
-checks.assert_close(y, reference(x), atol=1e-5, rtol=0, name="MyBlock vs the library's Block")
+for seed, (n_head, n_embd, B, T, bias) in enumerate([(4, 32, 2, 9, False), (2, 12, 3, 5, True)]):
+    cfg = GPTConfig(n_layer=2, n_head=n_head, n_embd=n_embd, block_size=16, bias=bias)
+    x = np.random.default_rng(seed + 20).standard_normal((B, T, n_embd)).astype("float32")
+    reference, mine = Block(cfg), MyBlock(cfg)
+    reference(x)
+    mine(x)
+    n_mine, n_ref = len(mine.trainable_weights), len(reference.trainable_weights)
+    assert n_mine == n_ref, f"your block has {n_mine} weights, the library's {n_ref} ({bias=})"
+    randomize_weights(reference, seed=seed + 21)
+    copy_weights(reference, mine)
+    y = mine(x)
+    checks.assert_shape(y, (B, T, n_embd), name="MyBlock(x)")
+    checks.assert_close(y, reference(x), atol=1e-5, rtol=0,
+                        name=f"MyBlock vs the library's Block ({bias=})")
 ### BEGIN HIDDEN TESTS
 for seed, (n_head, n_embd, B, T, bias, scale) in enumerate(
     [(2, 16, 1, 16, True, 1.0), (4, 48, 3, 5, False, 0.1), (1, 8, 2, 1, True, 3.0)]
@@ -501,14 +529,6 @@ checks.assert_close(mine(x), expected, atol=1e-5, rtol=0, name="MyBlock vs cours
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# Stack `n_layer` of these blocks between the embeddings and a final LayerNorm, tie the
-# output head to the token embedding, and you have `course.tf.GPT`. Its source
-# (`course/tf/model.py`, about 300 lines) reads like `course/torch/model.py` line for line,
-# with two Keras details worth a look: the position embedding is looked up *inside* `call`
-# (a functional `Embedding(...)(ops.arange(T))` outside a layer would be frozen into a
-# constant that never trains), and `train_step` is the body of Keras' training loop, which
-# `fit` calls once per batch inside a `tf.function`.
-#
 # ## Exercise 4 · moving one linear layer from PyTorch to Keras
 #
 # The two models have the same parameter names, so moving a state dict from one to the
@@ -537,16 +557,16 @@ def linear_to_dense(linear, dense):
 """linear_to_dense: the Dense computes what the nn.Linear computes (transposed weight, bias)."""
 torch.manual_seed(0)
 x = np.random.default_rng(1).standard_normal((4, 5)).astype("float32")
-for n_in, n_out in [(5, 3), (5, 5)]:
-    linear = torch.nn.Linear(n_in, n_out)
-    dense = keras.layers.Dense(n_out)
+for n_in, n_out, bias in [(5, 3, True), (5, 5, True), (4, 2, False)]:
+    linear = torch.nn.Linear(n_in, n_out, bias=bias)
+    dense = keras.layers.Dense(n_out, use_bias=bias)
     dense.build((None, n_in))
     out = linear_to_dense(linear, dense)
     assert out is dense, "return the Dense layer you were given"
     with torch.no_grad():
         expected = linear(torch.from_numpy(x[:, :n_in]))
     checks.assert_close(dense(x[:, :n_in]), expected, atol=1e-6,
-                        name=f"Dense vs nn.Linear({n_in}, {n_out})")
+                        name=f"Dense vs nn.Linear({n_in}, {n_out}, {bias=})")
 ### BEGIN HIDDEN TESTS
 for n_in, n_out, bias in [(7, 2, False), (16, 48, True), (6, 6, False), (12, 4, True)]:
     linear = torch.nn.Linear(n_in, n_out, bias=bias)
@@ -579,6 +599,135 @@ from course.tf.convert import weight_pairs
 for row in list(weight_pairs(preset.model))[:8]:
     print("{:<34} -> {:<18} {:<11} transpose={}".format(*row))
 print(f"... {len(list(weight_pairs(preset.model)))} weights in all, plus the tied lm_head")
+
+# %% [markdown]
+# ## Exercise 5 · your Keras GPT
+#
+# Stack `n_layer` of your blocks between the embeddings and a final LayerNorm, tie the
+# output head to the token embedding, and you have the GPT. Write `GPT(config)`, a
+# `keras.Model`, with the sub-layer names that `torch_to_keras` looks up:
+#
+# - `self.config = config` (the converter reads the table of names from it);
+# - `self.wte`, a `keras.layers.Embedding(vocab_size, n_embd)`, the token embedding, and
+#   `self.wpe`, a `keras.layers.Embedding(block_size, n_embd)`, the position embedding;
+# - `self.h`, a Python list of `n_layer` `MyBlock(config)` (exercise 3): Keras tracks the
+#   layers in a list attribute, as PyTorch needs an `nn.ModuleList` for;
+# - `self.ln_f`, the final `LayerNormalization` (`epsilon=config.layer_norm_eps`,
+#   `center=config.bias`, as in the block).
+#
+# `call(self, idx, training=False)`, idx (B, T) integer token ids → logits (B, T, vocab):
+# token embeddings plus the position embeddings of positions `0 .. T-1`
+# (`self.wpe(ops.arange(T))`, with T from `ops.shape(idx)[1]`), the blocks in order,
+# `ln_f`, and the **tied head**: `logits = x @ wteᵀ`, with `ops.matmul` and the embedding
+# matrix itself, `self.wte.embeddings` (vocab, C). There is no separate output layer; the
+# PyTorch GPT's `lm_head.weight` *is* its `wte.weight`.
+#
+# Look the positions up **inside `call`**. A position table computed once, outside the
+# layer's `call` (in `__init__`, or a functional `Embedding(...)(ops.arange(T))`), is a
+# constant: it never changes when the weights do, and it never trains.
+#
+# No `build` is needed: Keras builds each sub-layer the first time `call` reaches it, so
+# the test calls your model once before moving weights into it.
+
+# %% nbgrader={"grade": false, "grade_id": "keras_gpt", "locked": false, "schema_version": 3, "solution": true, "task": false}
+class GPT(keras.Model):
+    """Token + position embeddings, n_layer MyBlocks, a final LayerNorm, the tied head."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        ### BEGIN SOLUTION
+        self.config = config
+        self.wte = keras.layers.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = keras.layers.Embedding(config.block_size, config.n_embd)
+        self.h = [MyBlock(config) for _ in range(config.n_layer)]
+        self.ln_f = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps,
+                                                    center=config.bias)
+        ### END SOLUTION
+
+    def call(self, idx, training=False):
+        ### BEGIN SOLUTION
+        T = ops.shape(idx)[1]
+        x = self.wte(idx) + self.wpe(ops.arange(T))  # (B, T, C): positions looked up here
+        for block in self.h:
+            x = block(x)
+        x = self.ln_f(x)
+        return ops.matmul(x, ops.transpose(self.wte.embeddings))  # (B, T, vocab), tied
+        ### END SOLUTION
+
+
+# %% nbgrader={"grade": false, "grade_id": "gpt_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Read-only: the graded tests below use this helper.
+def random_torch_gpt(config, seed):
+    """A PyTorch GPT on the model's device, with weights large enough for mistakes to show:
+    matrices N(0, 0.3²), LayerNorm gains near 1, biases N(0, 0.2²)."""
+    torch.manual_seed(seed)
+    model = TorchGPT(config).to(device).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.3)
+            else:
+                p.normal_(1.0 if ".ln_" in name and name.endswith("weight") else 0.0, 0.2)
+    return model
+
+
+def logits_in_torch(model, idx):
+    """The PyTorch GPT's logits (B, T, vocab) for idx, a numpy array, as numpy."""
+    with torch.no_grad():
+        return model(torch.from_numpy(idx).to(device))[0].cpu().numpy()
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_keras_gpt", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+"""GPT: a PyTorch GPT's weights, moved by name with torch_to_keras, give its logits (1e-4)."""
+# Two models, with and without biases; a different size for every role each time.
+for seed, (n_layer, n_head, n_embd, block, vocab, B, T, bias) in enumerate(
+    [(2, 2, 16, 9, 11, 3, 7, False), (1, 4, 24, 8, 13, 2, 5, True)]
+):
+    cfg = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block,
+                    vocab_size=vocab, bias=bias)
+    idx = np.random.default_rng(seed).integers(0, vocab, (B, T))
+    mine = GPT(cfg)
+    assert isinstance(mine, keras.Model), "GPT must subclass keras.Model"
+    checks.assert_shape(mine(idx), (B, T, vocab), name="GPT(idx) before moving weights")
+    n_mine, n_ref = len(mine.trainable_weights), len(KerasGPT(cfg).trainable_weights)
+    assert n_mine == n_ref, (f"your GPT has {n_mine} weights, the library's {n_ref} ({bias=}): "
+                             "a separate output layer? a LayerNorm that ignores config.bias?")
+    theirs = random_torch_gpt(cfg, seed)
+    torch_to_keras(theirs.state_dict(), mine)  # by the names wte, wpe, h_N/..., ln_f
+    checks.assert_close(mine(idx), logits_in_torch(theirs, idx), atol=1e-4, rtol=0,
+                        name=f"your GPT's logits vs PyTorch's ({n_layer} layers, {bias=})")
+# The position embedding trains: the loss has a gradient for the rows of positions 0..T-1.
+with tf.GradientTape() as tape:
+    loss = lm_loss(idx, mine(idx, training=True))
+grad = tape.gradient(loss, mine.wpe.embeddings)
+assert grad is not None, "no gradient reaches wpe: are the positions looked up inside call?"
+grad = np.asarray(tf.convert_to_tensor(grad))
+assert np.abs(grad[:T]).sum(axis=1).min() > 0, "some position 0..T-1 gets no gradient"
+### BEGIN HIDDEN TESTS
+# A three-layer model, T = block_size and T = 1, both bias settings.
+for seed, (n_layer, n_head, n_embd, block, vocab, B, T, bias) in enumerate(
+    [(3, 3, 12, 6, 17, 2, 6, True), (2, 1, 8, 10, 7, 4, 1, False), (2, 2, 20, 12, 23, 1, 12, False)]
+):
+    cfg = GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block,
+                    vocab_size=vocab, bias=bias)
+    idx = np.random.default_rng(seed + 40).integers(0, vocab, (B, T))
+    mine = GPT(cfg)
+    mine(idx)
+    assert len(mine.trainable_weights) == len(KerasGPT(cfg).trainable_weights), f"{bias=}"
+    theirs = random_torch_gpt(cfg, seed + 40)
+    torch_to_keras(theirs.state_dict(), mine)
+    checks.assert_close(mine(idx), logits_in_torch(theirs, idx), atol=1e-4, rtol=0,
+                        name=f"{n_layer} layers, {T=}, {bias=}")
+    # The library's Keras GPT, same weights: the same logits, traced too.
+    reference = torch_to_keras(theirs.state_dict(), KerasGPT(cfg))
+    traced = tf.function(mine)
+    checks.assert_close(traced(tf.constant(idx)), reference(idx), atol=1e-4, rtol=0,
+                        name=f"inside tf.function vs the library's ({bias=})")
+    with tf.GradientTape() as tape:
+        loss = lm_loss(idx, mine(idx, training=True))
+    grad = np.asarray(tf.convert_to_tensor(tape.gradient(loss, mine.wpe.embeddings)))
+    assert np.abs(grad[:T]).sum(axis=1).min() > 0, "a position gets no gradient"
+### END HIDDEN TESTS
 
 # %% [markdown]
 # Now a real model: train the PyTorch GPT for `TRANSFER_ITERS` steps with chapter 05's
@@ -633,6 +782,192 @@ if texts["PyTorch"] == texts["Keras"]:
 else:
     first = next(i for i, (a, b) in enumerate(zip(*texts.values())) if a != b)
     print(f"they part at character {first}: a near tie between two candidates")
+
+# %% [markdown]
+# Your `GPT` from exercise 5 can write too: move the trained weights into it and decode
+# greedily with `keras.ops` alone. Without a cache, every step runs the model on the
+# whole text so far (cropped to the last `block_size` tokens) and keeps only the last
+# position's logits; `course.tf.generate` keeps each layer's keys and values instead
+# (its KV cache, one tensor of fixed shape so that one `tf.function` trace serves every
+# step). Same weights, same greedy rule: the same characters, unless a near tie tips.
+
+# %%
+try:
+    yours = GPT(preset.model)
+    yours(prompt)  # builds its weights
+    torch_to_keras(torch_model.state_dict(), yours)
+    out = ops.convert_to_tensor(prompt, dtype="int32")
+    for _ in range(GREEDY_TOKENS):
+        logits = yours(out[:, -preset.model.block_size :])  # (1, T, vocab), no cache
+        token = ops.cast(ops.argmax(logits[:, -1, :], axis=-1), "int32")[:, None]  # (1, 1)
+        out = ops.concatenate([out, token], axis=1)
+    same = np.array_equal(np.asarray(out), np.asarray(by_keras))
+    print(f"--- your GPT, greedy in keras.ops ---\n{tokenizer.decode(np.asarray(out)[0].tolist())}")
+    print("the same text as course.tf.generate" if same else "a near tie made them part")
+except NotImplementedError:
+    print("write your GPT (exercise 5) first, then run this cell again")
+
+# %% [markdown]
+# ## Exercise 6 · one training step, the Keras way
+#
+# Chapter 05's `course.torch.train.train_step` is the body of PyTorch's training loop:
+# set the learning rate, forward, loss, `backward()`, clip the gradients' global norm,
+# `optimizer.step()`. TensorFlow has no `backward()` on a tensor: a `tf.GradientTape`
+# records the operations run inside its `with` block, and `tape.gradient(loss, variables)`
+# differentiates the loss with respect to the variables you name.
+#
+# Write `keras_train_step(model, optimizer, x, y, step, train_cfg)`, one optimizer step on
+# the batch x, y (B, T) of token ids; return the loss (before the update):
+#
+# 1. inside `with tf.GradientTape() as tape:`, the forward pass and the loss:
+#    `loss = lm_loss(y, model(x, training=True))` (`course.tf.model.lm_loss`, Keras'
+#    argument order: targets first);
+# 2. the gradients of the loss for **every** trainable variable of the model,
+#    `model.trainable_variables` (the tied head is `wte`: one variable, counted once);
+#    the embeddings' gradients come as `tf.IndexedSlices`, which
+#    `tf.convert_to_tensor(g)` turns into ordinary tensors;
+# 3. if `train_cfg.grad_clip > 0`, scale them together so that their **global** norm (the
+#    norm of all of them as one long vector) is at most `grad_clip`:
+#    `grads, _ = tf.clip_by_global_norm(grads, train_cfg.grad_clip)`; a grad_clip of 0
+#    turns clipping off, as in PyTorch's trainer;
+# 4. the learning rate of this step from the schedule both frameworks share,
+#    `lr_at(step, train_cfg)` (warm-up, cosine, then flat), written into the optimizer
+#    with `optimizer.learning_rate.assign(...)`, **before** the update;
+# 5. the update: `optimizer.apply(grads, variables)`.
+#
+# The test builds the same model twice from one set of weights (a PyTorch GPT, moved into
+# the library's Keras GPT with `torch_to_keras`), runs PyTorch's `train_step` and yours on
+# the same batch with the same optimizer, and compares: with plain SGD (w ← w − lr·g) the
+# weights after one step show the learning rate and the clipped gradient directly; with
+# the trainers' AdamW, the losses of a few steps in a row must agree. (Adam divides each
+# gradient by its own running size, so a gradient of 10⁻⁸ moves a weight as far as one of
+# 10⁻²: there the last bits of float32, and where each framework adds Adam's epsilon,
+# decide how far a weight moves, by up to the learning rate. A weight-by-weight comparison
+# after AdamW would be unfair to a correct answer.)
+#
+# Run eagerly, this step takes a fraction of a second; `fit` would trace it into a
+# `tf.function` (the retracing section below shows the catch: a new Python float for
+# the learning rate would retrace it at every step, which is why the library's trainer
+# computes the schedule in TensorFlow ops, `course.tf.train.WarmupCosine`).
+
+# %% nbgrader={"grade": false, "grade_id": "keras_train_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def keras_train_step(model, optimizer, x, y, step, train_cfg):
+    """One optimizer step on the batch (x, y): forward, loss, gradients, global-norm
+    clipping, the scheduled learning rate, the update. Returns the loss."""
+    ### BEGIN SOLUTION
+    with tf.GradientTape() as tape:
+        loss = lm_loss(y, model(x, training=True))
+    variables = model.trainable_variables
+    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+    if train_cfg.grad_clip > 0:
+        grads, _ = tf.clip_by_global_norm(grads, train_cfg.grad_clip)
+    optimizer.learning_rate.assign(lr_at(step, train_cfg))
+    optimizer.apply(grads, variables)
+    return loss
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": false, "grade_id": "train_step_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Read-only: the graded tests below use these helpers.
+from course.config import TrainConfig
+from course.torch.train import configure_optimizer as torch_optimizer
+from course.torch.train import train_step as torch_train_step
+
+
+def twin_gpts(config, seed):
+    """A PyTorch GPT with random weights, and the library's Keras GPT with the same ones."""
+    theirs = random_torch_gpt(config, seed)
+    return theirs, torch_to_keras(theirs.state_dict(), KerasGPT(config))
+
+
+def sgd_pair(torch_model, keras_model):
+    """Plain SGD on both sides, w <- w - lr * g (the step sets the lr)."""
+    return torch.optim.SGD(torch_model.parameters(), lr=0.0), keras.optimizers.SGD(0.0)
+
+
+def adamw_pair(torch_model, keras_model, train_cfg):
+    """AdamW as both trainers build it: decay on matrices only, PyTorch's epsilon."""
+    t = train_cfg
+    optimizer = keras.optimizers.AdamW(learning_rate=0.0, weight_decay=t.weight_decay,
+                                       beta_1=t.beta1, beta_2=t.beta2, epsilon=1e-8)
+    vectors = [v for v in keras_model.trainable_variables if len(v.shape) < 2]
+    optimizer.exclude_from_weight_decay(var_list=vectors)
+    return torch_optimizer(torch_model, t), optimizer
+
+
+def step_both(torch_model, keras_model, optimizers, x, y, step, train_cfg):
+    """course.torch's train_step, then yours, on the batch (x, y): (your loss, PyTorch's)."""
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    lr = lr_at(step, train_cfg)
+    expected = torch_train_step(torch_model, optimizers[0], lambda: (xt, yt), lr, train_cfg)
+    loss = keras_train_step(keras_model, optimizers[1], x, y, step, train_cfg)
+    return loss, float(expected)
+
+
+def assert_same_weights(keras_model, torch_model, atol, name):
+    state = torch_model.state_dict()
+    for key, value in keras_to_torch(keras_model).items():
+        checks.assert_close(value, state[key], atol=atol, rtol=0, name=f"{name}: {key}")
+
+
+def random_batch(config, B, T, seed):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, config.vocab_size, (2, B, T))
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_keras_train_step", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+"""keras_train_step: PyTorch's loss and PyTorch's weights after the same step."""
+# SGD, one step: in the warm-up with clipping on, then in the cosine with clipping off.
+schedule = dict(learning_rate=0.5, min_lr=0.05, warmup_iters=10, lr_decay_iters=50)
+for seed, (cfg, B, T, step, clip) in enumerate([
+    (GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=11), 3, 6, 3, 0.1),
+    (GPTConfig(n_layer=1, n_head=4, n_embd=24, block_size=7, vocab_size=13, bias=True),
+     2, 7, 30, 0.0),
+]):
+    tcfg = TrainConfig(grad_clip=clip, **schedule)
+    theirs, mine = twin_gpts(cfg, seed)
+    x, y = random_batch(cfg, B, T, seed)
+    loss, expected = step_both(theirs, mine, sgd_pair(theirs, mine), x, y, step, tcfg)
+    checks.assert_close(loss, expected, atol=1e-5, rtol=0, name=f"the loss ({step=})")
+    assert_same_weights(mine, theirs, atol=1e-5,
+                        name=f"after one SGD step ({step=}, lr {lr_at(step, tcfg):.3g}, "
+                             f"grad_clip={clip}, bias={cfg.bias})")
+# AdamW as the trainers build it, four steps through warm-up and decay: the same losses
+# (to 5e-4: the two AdamWs place epsilon differently, which shows on tiny gradients).
+cfg = GPTConfig(n_layer=2, n_head=3, n_embd=12, block_size=9, vocab_size=10, bias=True)
+tcfg = TrainConfig(learning_rate=1e-2, min_lr=1e-3, warmup_iters=2, lr_decay_iters=6)
+theirs, mine = twin_gpts(cfg, 7)
+optimizers = adamw_pair(theirs, mine, tcfg)
+for step in range(4):
+    x, y = random_batch(cfg, 3, 8, 10 + step)
+    loss, expected = step_both(theirs, mine, optimizers, x, y, step, tcfg)
+    checks.assert_close(loss, expected, atol=5e-4, rtol=0, name=f"AdamW, the loss of step {step}")
+### BEGIN HIDDEN TESTS
+# SGD after the decay (min_lr), clipping on, both bias settings, other sizes; two steps.
+for seed, (cfg, B, T, first, clip) in enumerate([
+    (GPTConfig(n_layer=3, n_head=3, n_embd=12, block_size=5, vocab_size=17, bias=True),
+     4, 5, 80, 0.3),
+    (GPTConfig(n_layer=1, n_head=2, n_embd=8, block_size=12, vocab_size=9), 1, 11, 9, 0.05),
+]):
+    tcfg = TrainConfig(grad_clip=clip, **schedule)
+    theirs, mine = twin_gpts(cfg, seed + 20)
+    optimizers = sgd_pair(theirs, mine)
+    for step in (first, first + 1):
+        x, y = random_batch(cfg, B, T, seed + step)
+        loss, expected = step_both(theirs, mine, optimizers, x, y, step, tcfg)
+        checks.assert_close(loss, expected, atol=1e-5, rtol=0, name=f"the loss ({step=})")
+    assert_same_weights(mine, theirs, atol=1e-5, name=f"after SGD steps {first}, {first + 1}")
+# AdamW without biases, clipping tight, the flat tail of the schedule included.
+cfg = GPTConfig(n_layer=1, n_head=2, n_embd=20, block_size=6, vocab_size=14)
+tcfg = TrainConfig(learning_rate=5e-3, min_lr=5e-4, warmup_iters=1, lr_decay_iters=3,
+                   grad_clip=0.2)
+theirs, mine = twin_gpts(cfg, 30)
+optimizers = adamw_pair(theirs, mine, tcfg)
+for step in range(5):
+    x, y = random_batch(cfg, 2, 6, 30 + step)
+    loss, expected = step_both(theirs, mine, optimizers, x, y, step, tcfg)
+    checks.assert_close(loss, expected, atol=5e-4, rtol=0, name=f"AdamW, the loss of step {step}")
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Both frameworks, the same run
@@ -785,9 +1120,9 @@ for name, attempt in attempts.items():
 gpus = tf.config.list_physical_devices("GPU")
 print("GPUs TensorFlow sees:", [g.name for g in gpus] or "none")
 for gpu in gpus:
-    device = gpu.name.replace("physical_device:", "")
-    info = tf.config.experimental.get_memory_info(device)
-    print(f"{device}: memory growth {tf.config.experimental.get_memory_growth(gpu)}, "
+    tf_device = gpu.name.replace("physical_device:", "")  # not `device`: that is PyTorch's
+    info = tf.config.experimental.get_memory_info(tf_device)
+    print(f"{tf_device}: memory growth {tf.config.experimental.get_memory_growth(gpu)}, "
           f"{info['current'] / 2**20:.0f} MB in use, peak {info['peak'] / 2**20:.0f} MB")
 if not gpus:
     print("CPU only: memory growth is a GPU setting, nothing to do here")
@@ -879,8 +1214,6 @@ assert all(np.array_equal(out, results["eager"]) for out in results.values()), "
 
 # %%
 from course.tf.train import configure_optimizer as keras_optimizer
-from course.torch.train import configure_optimizer as torch_optimizer
-from course.torch.train import train_step as torch_train_step
 
 del runs, start_torch, start_keras, retracing, signed  # their compiled steps: memory
 gc.collect()
@@ -1013,3 +1346,39 @@ plt.show()
 # The next chapters make it fast and small: attention as a Triton kernel, LoRA
 # fine-tuning, distributed training, and export to ONNX and TFLite, each measured on both
 # sides.
+#
+# ## Your code, carried forward
+#
+# The last cell saves your Keras layers, your `GPT` and your `keras_train_step` to
+# `my_code/gpt_keras.py`, beside the chapter folders. Later chapters use your Keras model
+# from there when it is present (they print whose model they took) and the library's
+# `course.tf.GPT` when it is not: what you built here is what they build on. Run it again
+# whenever you change your classes; no graded cell reads that file.
+
+# %%
+from course import learner
+
+learner.save(
+    "gpt_keras",
+    ["MyCausalSelfAttention", "MyMLP", "MyBlock", "GPT", "keras_train_step"],
+    imports=["from course import runtime", "keras = runtime.import_keras()",
+             "tf = runtime.import_tensorflow()", "from keras import ops",
+             "from course.config import lr_at",
+             "from course.tf.model import MLP, CausalSelfAttention, lm_loss"],
+)
+
+# %% [markdown]
+# ## Check yourself
+#
+# <!-- written by `python -m autograde release` from solutions/chapters.toml -->
+# Answer each in a few sentences, from what this chapter showed you; where you are not sure,
+# change the code and see.
+#
+# 1. Your Keras block trains but never matches the PyTorch one with the same weights, off by
+#    a little everywhere. Name the two Keras defaults from the chapter's table that cause
+#    exactly this, and how each one shows.
+# 2. Copying `linear.weight.reshape(in, out)` into a `Dense` kernel has the right shape. Why
+#    is it the wrong matrix, and what check would catch it even for a square layer?
+# 3. Greedy decoding without a cache wrapped in a plain `tf.function` retraces at every
+#    token. Why, and what do `input_signature` and `course.tf.generate` each change to trace
+#    once?

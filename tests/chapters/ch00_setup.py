@@ -98,6 +98,16 @@ def softmax_tf(x, axis=-1):
     ),
     WrongAnswer(
         "softmax_tf",
+        "ignores axis: always normalises the last one",
+        """
+def softmax_tf(x, axis=-1):
+    x = tf.convert_to_tensor(x)
+    exp = tf.exp(x - tf.reduce_max(x, axis=-1, keepdims=True))
+    return exp / tf.reduce_sum(exp, axis=-1, keepdims=True)
+""",
+    ),
+    WrongAnswer(
+        "softmax_tf",
         "numpy inside: fails in tf.function and loses the gradient",
         """
 def softmax_tf(x, axis=-1):

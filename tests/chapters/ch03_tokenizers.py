@@ -137,6 +137,29 @@ def count_pairs(ids, counts=None):
     return counts
 """,
     ),
+    WrongAnswer(
+        "count_pairs",
+        "counts = counts or {}: a given empty dict is replaced, the caller's stays empty",
+        """
+def count_pairs(ids, counts=None):
+    counts = counts or {}
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
+""",
+    ),
+    WrongAnswer(
+        "count_pairs",
+        "adds into a copy of counts: the right total, but the caller's dict is unchanged",
+        """
+from collections import Counter
+
+def count_pairs(ids, counts=None):
+    counts = Counter(counts or {})
+    counts.update(zip(ids, ids[1:]))
+    return counts
+""",
+    ),
     # merge_pair --------------------------------------------------------------------------
     WrongAnswer(
         "merge_pair",
@@ -253,6 +276,49 @@ def apply_merges(ids, merges):
         pair = max(present, key=merges.get)
         ids = merge_pair(ids, pair, merges[pair])
     return ids
+""",
+    ),
+    WrongAnswer(
+        "apply_merges",
+        "never looks at the last pair (range(len(ids) - 2))",
+        """
+def apply_merges(ids, merges):
+    ids = list(ids)
+    while True:
+        present = [(ids[i], ids[i + 1]) for i in range(len(ids) - 2)]
+        candidates = [p for p in present if p in merges]
+        if not candidates:
+            return ids
+        pair = min(candidates, key=merges.get)
+        ids = merge_pair(ids, pair, merges[pair])
+""",
+    ),
+    WrongAnswer(
+        "apply_merges",
+        "stops while two ids are left (while len(ids) > 2)",
+        """
+def apply_merges(ids, merges):
+    ids = list(ids)
+    while len(ids) > 2:
+        present = set(zip(ids, ids[1:]))
+        pair = min(present, key=lambda p: merges.get(p, float("inf")))
+        if pair not in merges:
+            break
+        ids = merge_pair(ids, pair, merges[pair])
+    return ids
+""",
+    ),
+    WrongAnswer(
+        "apply_merges",
+        "merges the lowest-ranked pair at one place only, then stops",
+        """
+def apply_merges(ids, merges):
+    ids = list(ids)
+    candidates = [(merges[p], i) for i, p in enumerate(zip(ids, ids[1:])) if p in merges]
+    if not candidates:
+        return ids
+    new_id, i = min(candidates)
+    return ids[:i] + [new_id] + ids[i + 2 :]
 """,
     ),
     # get_batch ---------------------------------------------------------------------------

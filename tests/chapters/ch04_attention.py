@@ -174,6 +174,33 @@ def scaled_attention(q, k, v):
     return F.softmax(scores, dim=-1) @ v
 """,
     ),
+    WrongAnswer(
+        "scaled_attention",
+        "scales by sqrt(d_v), the values' width, instead of sqrt(d)",
+        """
+def scaled_attention(q, k, v):
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(v.size(-1))
+    return F.softmax(scores, dim=-1) @ v
+""",
+    ),
+    WrongAnswer(
+        "scaled_attention",
+        "softmax over dim=2: the keys for 3-D inputs only",
+        """
+def scaled_attention(q, k, v):
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    return F.softmax(scores, dim=2) @ v
+""",
+    ),
+    WrongAnswer(
+        "scaled_attention",
+        "k.transpose(1, 2): the last two dimensions for 3-D inputs only",
+        """
+def scaled_attention(q, k, v):
+    scores = (q @ k.transpose(1, 2)) / math.sqrt(q.size(-1))
+    return F.softmax(scores, dim=-1) @ v
+""",
+    ),
     # causal_attention --------------------------------------------------------------------
     WrongAnswer(
         "causal_attention",
@@ -239,6 +266,50 @@ def causal_attention(q, k, v):
     return F.softmax(scores, dim=-1) @ v
 """,
     ),
+    WrongAnswer(
+        "causal_attention",
+        "scales by sqrt(d_v), the values' width, instead of sqrt(d)",
+        """
+def causal_attention(q, k, v):
+    T = q.size(-2)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(v.size(-1))
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return F.softmax(scores, dim=-1) @ v
+""",
+    ),
+    WrongAnswer(
+        "causal_attention",
+        "scales by sqrt(T), q.size(-2), instead of sqrt(d)",
+        """
+def causal_attention(q, k, v):
+    T = q.size(-2)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(T)
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return F.softmax(scores, dim=-1) @ v
+""",
+    ),
+    WrongAnswer(
+        "causal_attention",
+        "scores k qᵀ instead of q kᵀ: each key scores the queries",
+        """
+def causal_attention(q, k, v):
+    T = q.size(-2)
+    scores = (k @ q.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return F.softmax(scores, dim=-1) @ v
+""",
+    ),
+    WrongAnswer(
+        "causal_attention",
+        "masks the past instead of the future (tril(-1))",
+        """
+def causal_attention(q, k, v):
+    T = q.size(-2)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).tril(-1), float("-inf"))
+    return F.softmax(scores, dim=-1) @ v
+""",
+    ),
     # multi_head_attention ----------------------------------------------------------------
     WrongAnswer(
         "multi_head_attention",
@@ -275,6 +346,29 @@ def causal_attention(q, k, v):
         _SPLIT_HEADS
         + """
     return causal_attention(q, k, v) @ c_proj_weight.T
+""",
+    ),
+    WrongAnswer(
+        "multi_head_attention",
+        "views (B, T, hs, nh): head size and head count swapped",
+        _SPLIT_HEADS
+        + """
+    q, k, v = (t.view(B, T, hs, n_head).transpose(1, 2) for t in (q, k, v))
+    y = causal_attention(q, k, v).transpose(1, 2).reshape(B, T, C)
+    return y @ c_proj_weight.T
+""",
+    ),
+    WrongAnswer(
+        "multi_head_attention",
+        "takes c_attn's output in the order k, q, v",
+        """
+def multi_head_attention(x, c_attn_weight, c_proj_weight, n_head):
+    B, T, C = x.shape
+    hs = C // n_head
+    k, q, v = (x @ c_attn_weight.T).split(C, dim=-1)
+    q, k, v = (t.view(B, T, n_head, hs).transpose(1, 2) for t in (q, k, v))
+    y = causal_attention(q, k, v).transpose(1, 2).reshape(B, T, C)
+    return y @ c_proj_weight.T
 """,
     ),
     # block_forward -----------------------------------------------------------------------
@@ -327,6 +421,29 @@ def block_forward(x, params, n_head):
         "block_forward",
         "exact (erf) GELU instead of GPT-2's tanh approximation",
         _BLOCK.format(approximate="none"),
+    ),
+    WrongAnswer(
+        "block_forward",
+        "ReLU instead of GELU in the MLP",
+        _BLOCK.format(approximate="tanh").replace(
+            "F.gelu(h @ params[\"mlp.c_fc.weight\"].T, approximate='tanh')",
+            'F.relu(h @ params["mlp.c_fc.weight"].T)',
+        ),
+    ),
+    WrongAnswer(
+        "block_forward",
+        "parallel block: the MLP reads a LayerNorm of x from before attention, not of x + attn",
+        """
+def block_forward(x, params, n_head):
+    C = x.size(-1)
+    h = F.layer_norm(x, (C,), params["ln_1.weight"], eps=1e-5)
+    attn = multi_head_attention(
+        h, params["attn.c_attn.weight"], params["attn.c_proj.weight"], n_head
+    )
+    h = F.layer_norm(x, (C,), params["ln_2.weight"], eps=1e-5)
+    h = F.gelu(h @ params["mlp.c_fc.weight"].T, approximate="tanh")
+    return x + attn + h @ params["mlp.c_proj.weight"].T
+""",
     ),
     WrongAnswer(
         "block_forward",

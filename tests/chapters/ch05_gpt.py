@@ -1,12 +1,99 @@
-"""Chapter 05: plausible wrong answers for the GPT exercises (parameter count, the
-language-model loss, top-k filtering, attention with a KV cache), and the library's
-reference of each, which must pass the same graded test cells.
+"""Chapter 05: plausible wrong answers for the GPT exercises (the model itself, parameter
+count, the language-model loss, one training step, top-k filtering, attention with a KV
+cache), and the library's reference of each, which must pass the same graded test cells.
 
 Each wrong answer replaces the whole solution cell. The KV-cache exercise has two graded
 cells (the attention itself, and a GPT decoding with it): every wrong answer must fail both.
 """
 
 from autograde.probe import ReferenceAnswer, WrongAnswer
+
+# The chapter's GPT with one part changed: the other parts as in the solution.
+_GPT = """
+import math
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from course.torch.model import Block
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, C),
+            wpe=nn.Embedding(config.block_size, C),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
+            ln_f=nn.LayerNorm(C, eps=config.layer_norm_eps, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(C, config.vocab_size, bias=False)
+        {tie}
+        for name, param in self.named_parameters():
+            {init}
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        pos = torch.arange(T, device=idx.device)
+        {forward}
+        for block in self.transformer.h:
+            x = block(x)
+        logits = self.lm_head({final})
+        if targets is None:
+            return logits, None
+        V = logits.size(-1)
+        return logits, F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), {ignore})
+
+    def num_params(self, non_embedding=True):
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+"""
+_GPT_RIGHT = dict(
+    tie="self.lm_head.weight = self.transformer.wte.weight",
+    init="""if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, std=0.02 / math.sqrt(2 * config.n_layer))
+            elif param.dim() == 2:
+                nn.init.normal_(param, std=0.02)
+            elif name.endswith("bias"):
+                nn.init.zeros_(param)""",
+    forward="x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))",
+    final="self.transformer.ln_f(x)",
+    ignore="ignore_index=-1",
+)
+
+
+def _gpt(**wrong):
+    return _GPT.format(**{**_GPT_RIGHT, **wrong})
+
+
+# One training step with one part changed: the other parts as in the solution.
+_STEP = """
+import torch
+from course.config import lr_at
+
+def train_step(model, optimizer, x, y, step, train_cfg):
+    {lr}
+    _, loss = model(x, targets=y)
+    loss.backward()
+    {clip}
+    optimizer.step()
+    {after}
+    return loss.item()
+"""
+_CLIP = """if train_cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)"""
+_STEP_RIGHT = dict(
+    lr="""for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, train_cfg)""",
+    clip=_CLIP,
+    after="optimizer.zero_grad(set_to_none=True)",
+)
+
+
+def _step(**wrong):
+    return _STEP.format(**{**_STEP_RIGHT, **wrong})
+
 
 _KV_CACHE_REFERENCE = """
 from course.torch.model import KVCache, manual_attention
@@ -22,15 +109,35 @@ def attend_with_cache(q, k, v, k_cache, v_cache):
 
 REFERENCE_ANSWERS = [
     ReferenceAnswer(
+        "gpt_model",
+        "course.torch.model.GPT itself",
+        """
+import course.torch.model
+
+GPT = course.torch.model.GPT
+""",
+    ),
+    ReferenceAnswer(
+        "train_step",
+        "course.torch.train.train_step, with one micro-batch and lr_at's rate",
+        """
+from course.config import lr_at
+from course.torch.train import train_step as _library_step
+
+def train_step(model, optimizer, x, y, step, train_cfg):
+    return _library_step(model, optimizer, lambda: (x, y), lr_at(step, train_cfg), train_cfg)
+""",
+    ),
+    ReferenceAnswer(
         "count_gpt_params",
         "course.torch.GPT.num_params, built on the meta device (no memory)",
         """
 import torch
-from course.torch import GPT
+import course.torch
 
 def count_gpt_params(config):
     with torch.device("meta"):
-        return GPT(config).num_params(non_embedding=False)
+        return course.torch.GPT(config).num_params(non_embedding=False)
 """,
     ),
     ReferenceAnswer(
@@ -115,6 +222,98 @@ def _shifted(T, S):
 CHECK_DEVICES = True
 
 WRONG_ANSWERS = [
+    # gpt_model ---------------------------------------------------------------------------
+    WrongAnswer(
+        "gpt_model",
+        "head not tied: lm_head keeps a weight of its own",
+        _gpt(tie="pass"),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "head tied to a copy of wte's weight, not to wte's weight itself",
+        _gpt(tie="self.lm_head.weight = nn.Parameter(self.transformer.wte.weight.clone())"),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "no residual scaling: c_proj weights with std 0.02 like the others",
+        _gpt(
+            init="""if param.dim() == 2:
+                nn.init.normal_(param, std=0.02)
+            elif name.endswith("bias"):
+                nn.init.zeros_(param)"""
+        ),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "residual scaling by 1/sqrt(n_layer) instead of 1/sqrt(2 n_layer)",
+        _gpt(init=_GPT_RIGHT["init"].replace("2 * config.n_layer", "config.n_layer")),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "PyTorch's default initialisation (no GPT-2 init at all)",
+        _gpt(init="pass"),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "biases left at PyTorch's default (not zeroed)",
+        _gpt(init=_GPT_RIGHT["init"].replace("nn.init.zeros_(param)", "pass")),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "final LayerNorm built but not applied before the head",
+        _gpt(final="x"),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "position embeddings not added",
+        _gpt(forward="x = self.transformer.drop(self.transformer.wte(idx))"),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "no dropout after the embeddings",
+        _gpt(forward="x = self.transformer.wte(idx) + self.transformer.wpe(pos)"),
+    ),
+    WrongAnswer(
+        "gpt_model",
+        "loss without ignore_index=-1: positions marked -1 are not skipped",
+        _gpt(ignore="ignore_index=-100"),
+    ),
+    # train_step --------------------------------------------------------------------------
+    WrongAnswer(
+        "train_step",
+        "no gradient clipping",
+        _step(clip="pass"),
+    ),
+    WrongAnswer(
+        "train_step",
+        "clips after optimizer.step(): the step used the unclipped gradients",
+        _step(clip="pass", after=_CLIP + "\n    optimizer.zero_grad(set_to_none=True)"),
+    ),
+    WrongAnswer(
+        "train_step",
+        "learning rate not scheduled: the optimizer's constant learning_rate",
+        _step(lr="pass"),
+    ),
+    WrongAnswer(
+        "train_step",
+        "learning rate set on the first parameter group only (the matrices)",
+        _step(lr='optimizer.param_groups[0]["lr"] = lr_at(step, train_cfg)'),
+    ),
+    WrongAnswer(
+        "train_step",
+        "learning rate of the next step: lr_at(step + 1)",
+        _step(lr=_STEP_RIGHT["lr"].replace("lr_at(step,", "lr_at(step + 1,")),
+    ),
+    WrongAnswer(
+        "train_step",
+        "zero_grad missing: gradients accumulate from one step to the next",
+        _step(after="pass"),
+    ),
+    WrongAnswer(
+        "train_step",
+        "clips even when grad_clip is 0 (which means no clipping), zeroing every gradient",
+        _step(clip="torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)"),
+    ),
     # count_gpt_params --------------------------------------------------------------------
     WrongAnswer(
         "count_gpt_params",
@@ -196,6 +395,17 @@ import torch.nn.functional as F
 def lm_loss(logits, idx):
     per_token = F.cross_entropy(logits[:, :-1].transpose(1, 2), idx[:, 1:], reduction="none")
     return per_token.mean(dim=1).sum()
+""",
+    ),
+    WrongAnswer(
+        "lm_loss",
+        "drops the first position instead of the last: logits[:, 1:] against idx[:, 1:]",
+        """
+import torch.nn.functional as F
+
+def lm_loss(logits, idx):
+    V = logits.size(-1)
+    return F.cross_entropy(logits[:, 1:].reshape(-1, V), idx[:, 1:].reshape(-1))
 """,
     ),
     WrongAnswer(
@@ -323,6 +533,54 @@ def attend_with_cache(q, k, v, k_cache, v_cache):
     k_all, v_all = torch.cat([k_cache, k], dim=2), torch.cat([v_cache, v], dim=2)
     T, S = q.size(2), k_all.size(2)
     return _attend(q, k_all, v_all, _shifted(T, S)), k, v
+""",
+    ),
+    WrongAnswer(
+        "attend_with_cache",
+        "shifts the mask by the cache length for one new token only: a chunk after a cache "
+        "gets the top-left triangle",
+        _ATTEND
+        + """
+def attend_with_cache(q, k, v, k_cache, v_cache):
+    k_all, v_all = torch.cat([k_cache, k], dim=2), torch.cat([v_cache, v], dim=2)
+    T, S, L = q.size(2), k_all.size(2), k_cache.size(2)
+    visible = torch.ones(T, S, dtype=torch.bool).tril(diagonal=L if T == 1 else 0)
+    return _attend(q, k_all, v_all, visible), k_all, v_all
+""",
+    ),
+    WrongAnswer(
+        "attend_with_cache",
+        "mask offset one short (diagonal S - T - 1): a new query does not see its own key",
+        _ATTEND
+        + """
+def attend_with_cache(q, k, v, k_cache, v_cache):
+    k_all, v_all = torch.cat([k_cache, k], dim=2), torch.cat([v_cache, v], dim=2)
+    T, S = q.size(2), k_all.size(2)
+    visible = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T - 1)
+    return _attend(q, k_all, v_all, visible), k_all, v_all
+""",
+    ),
+    WrongAnswer(
+        "attend_with_cache",
+        "cache not updated: attends over everything but returns the cache it was given",
+        _ATTEND
+        + """
+def attend_with_cache(q, k, v, k_cache, v_cache):
+    k_all, v_all = torch.cat([k_cache, k], dim=2), torch.cat([v_cache, v], dim=2)
+    T, S = q.size(2), k_all.size(2)
+    return _attend(q, k_all, v_all, _shifted(T, S)), k_cache, v_cache
+""",
+    ),
+    WrongAnswer(
+        "attend_with_cache",
+        "cache length off by one: drops the oldest cached key and value when appending",
+        _ATTEND
+        + """
+def attend_with_cache(q, k, v, k_cache, v_cache):
+    k_all = torch.cat([k_cache[:, :, 1:], k], dim=2)
+    v_all = torch.cat([v_cache[:, :, 1:], v], dim=2)
+    T, S = q.size(2), k_all.size(2)
+    return _attend(q, k_all, v_all, _shifted(T, S)), k_all, v_all
 """,
     ),
     WrongAnswer(

@@ -1,6 +1,6 @@
 """Chapter 06: plausible wrong answers for the Keras exercises (attention layer, MLP,
-pre-LayerNorm block, moving an nn.Linear into a Dense), and the library's reference of
-each, which must pass the same graded test cells.
+pre-LayerNorm block, moving an nn.Linear into a Dense, the whole GPT, one training
+step), and the library's reference of each, which must pass the same graded test cells.
 
 Each wrong answer replaces the whole solution cell: the class (or function) written out
 again with one thing wrong, the rest as in the solution.
@@ -17,6 +17,18 @@ REFERENCE_ANSWERS = [
     ReferenceAnswer("keras_mlp", "course.tf.model.MLP", "from course.tf.model import MLP as MyMLP"),
     ReferenceAnswer(
         "keras_block", "course.tf.model.Block", "from course.tf.model import Block as MyBlock"
+    ),
+    ReferenceAnswer("keras_gpt", "course.tf.model.GPT", "from course.tf.model import GPT"),
+    ReferenceAnswer(
+        "keras_train_step",
+        "the library's recipe: course.tf.train's AdamW settings, GPT.train_step's body",
+        """
+def keras_train_step(model, optimizer, x, y, step, train_cfg):
+    optimizer.learning_rate.assign(lr_at(step, train_cfg))
+    optimizer.global_clipnorm = train_cfg.grad_clip if train_cfg.grad_clip > 0 else None
+    model.compile(optimizer=optimizer)  # train_step reads model.optimizer
+    return model.train_step((x, y))["loss"]
+""",
     ),
     ReferenceAnswer(
         "linear_to_dense",
@@ -115,6 +127,16 @@ _ATTENTION_WRONG = [
             "float('-inf')), axis=-1), v)"
         ),
     ),
+    WrongAnswer(
+        "keras_attention",
+        "config.bias ignored: Dense layers never have a bias",
+        _attention().replace("use_bias=config.bias", "use_bias=False"),
+    ),
+    WrongAnswer(
+        "keras_attention",
+        "config.bias ignored: Dense layers always have a bias (Keras' default)",
+        _attention().replace(", use_bias=config.bias", ""),
+    ),
 ]
 
 # --------------------------------------------------------------------------------------
@@ -159,6 +181,11 @@ _MLP_WRONG = [
         _mlp("(lambda h: 0.5 * h * (1.0 + ops.tanh(math.sqrt(2.0 / math.pi) * h)))"),
     ),
     WrongAnswer("keras_mlp", "no activation at all", _mlp("(lambda h: h)")),
+    WrongAnswer(
+        "keras_mlp",
+        "config.bias ignored: Dense layers never have a bias",
+        _mlp("ops.gelu").replace("use_bias=config.bias", "use_bias=False"),
+    ),
 ]
 
 # --------------------------------------------------------------------------------------
@@ -247,6 +274,11 @@ _BLOCK_WRONG = [
         "LayerNormalization always with a beta (center=True), even without biases",
         _block(ln_args="epsilon=config.layer_norm_eps"),
     ),
+    WrongAnswer(
+        "keras_block",
+        "config.bias ignored: LayerNormalization never has a beta (center=False)",
+        _block(ln_args="epsilon=config.layer_norm_eps, center=False"),
+    ),
 ]
 
 # --------------------------------------------------------------------------------------
@@ -288,6 +320,16 @@ def linear_to_dense(linear, dense):
     ),
     WrongAnswer(
         "linear_to_dense",
+        "assumes a bias: fails on an nn.Linear(bias=False)",
+        """
+def linear_to_dense(linear, dense):
+    dense.kernel.assign(linear.weight.detach().numpy().T)
+    dense.bias.assign(linear.bias.detach().numpy())
+    return dense
+""",
+    ),
+    WrongAnswer(
+        "linear_to_dense",
         "copies the weights but returns nothing",
         """
 def linear_to_dense(linear, dense):
@@ -298,7 +340,175 @@ def linear_to_dense(linear, dense):
     ),
 ]
 
+# --------------------------------------------------------------------------------------
+# Exercise 5: the whole Keras GPT, checked against PyTorch's logits.
+# --------------------------------------------------------------------------------------
+
+_GPT = """
+class GPT(keras.Model):
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.wte = keras.layers.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = keras.layers.Embedding(config.block_size, config.n_embd)
+        self.h = [MyBlock(config) for _ in range(config.n_layer)]
+        self.ln_f = keras.layers.LayerNormalization(LN_ARGS)
+INIT
+    def call(self, idx, training=False):
+        T = ops.shape(idx)[1]
+        x = EMBED
+        for block in self.h:
+            x = block(x)
+        x = FINAL
+        return HEAD
+"""
+
+
+def _gpt(
+    embed: str = "self.wte(idx) + self.wpe(ops.arange(T))",
+    final: str = "self.ln_f(x)",
+    head: str = "ops.matmul(x, ops.transpose(self.wte.embeddings))",
+    init: str = "",
+    ln_args: str = "epsilon=config.layer_norm_eps, center=config.bias",
+) -> str:
+    return (
+        _GPT.replace("LN_ARGS", ln_args)
+        .replace("INIT", init)
+        .replace("EMBED", embed)
+        .replace("FINAL", final)
+        .replace("HEAD", head)
+    )
+
+
+_GPT_WRONG = [
+    WrongAnswer(
+        "keras_gpt",
+        "untied head: a separate Dense output layer instead of wte's matrix",
+        _gpt(
+            init="        self.lm_head = keras.layers.Dense(config.vocab_size, use_bias=False)\n",
+            head="self.lm_head(x)",
+        ),
+    ),
+    WrongAnswer("keras_gpt", "positions never added", _gpt(embed="self.wte(idx)")),
+    WrongAnswer(
+        "keras_gpt",
+        "frozen positions: the position table computed once in __init__, a constant",
+        _gpt(
+            init="        self.positions = self.wpe(ops.arange(config.block_size))\n",
+            embed="self.wte(idx) + self.positions[:T]",
+        ),
+    ),
+    WrongAnswer(
+        "keras_gpt",
+        "positions counted from 1, not 0",
+        _gpt(embed="self.wte(idx) + self.wpe(ops.arange(T) + 1)"),
+    ),
+    WrongAnswer("keras_gpt", "no final LayerNorm (ln_f made, never used)", _gpt(final="x")),
+    WrongAnswer(
+        "keras_gpt",
+        "ln_f ignores config.bias: always a beta (center=True)",
+        _gpt(ln_args="epsilon=config.layer_norm_eps"),
+    ),
+    WrongAnswer(
+        "keras_gpt",
+        "ln_f with Keras' default epsilon (1e-3)",
+        _gpt(ln_args="center=config.bias"),
+    ),
+]
+
+# --------------------------------------------------------------------------------------
+# Exercise 6: one training step, checked against course.torch's train_step.
+# --------------------------------------------------------------------------------------
+
+_TRAIN_STEP = """
+def keras_train_step(model, optimizer, x, y, step, train_cfg):
+    FORWARD
+    variables = VARIABLES
+    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+    CLIP
+    LR
+    optimizer.apply(grads, variables)
+    AFTER
+    return loss
+"""
+
+_FORWARD = """with tf.GradientTape() as tape:
+        loss = lm_loss(y, model(x, training=True))"""
+_CLIP = """if train_cfg.grad_clip > 0:
+        grads, _ = tf.clip_by_global_norm(grads, train_cfg.grad_clip)"""
+_LR = "optimizer.learning_rate.assign(lr_at(step, train_cfg))"
+
+
+def _train_step(
+    forward: str = _FORWARD,
+    variables: str = "model.trainable_variables",
+    clip: str = _CLIP,
+    lr: str = _LR,
+    after: str = "",
+) -> str:
+    return (
+        _TRAIN_STEP.replace("FORWARD", forward)
+        .replace("VARIABLES", variables)
+        .replace("CLIP", clip)
+        .replace("LR", lr)
+        .replace("AFTER", after)
+    )
+
+
+_TRAIN_STEP_WRONG = [
+    WrongAnswer("keras_train_step", "no gradient clipping", _train_step(clip="")),
+    WrongAnswer(
+        "keras_train_step",
+        "each gradient clipped on its own (tf.clip_by_norm), not their global norm",
+        _train_step(
+            clip="grads = [tf.clip_by_norm(g, train_cfg.grad_clip) if train_cfg.grad_clip > 0 "
+            "else g for g in grads]"
+        ),
+    ),
+    WrongAnswer(
+        "keras_train_step",
+        "clips even when grad_clip = 0 (clipping is off then)",
+        _train_step(clip="grads, _ = tf.clip_by_global_norm(grads, train_cfg.grad_clip)"),
+    ),
+    WrongAnswer(
+        "keras_train_step",
+        "lr not scheduled: the peak learning_rate at every step",
+        _train_step(lr="optimizer.learning_rate.assign(train_cfg.learning_rate)"),
+    ),
+    WrongAnswer(
+        "keras_train_step",
+        "the scheduled lr set after the update (each step uses the previous step's lr)",
+        _train_step(lr="", after=_LR),
+    ),
+    WrongAnswer(
+        "keras_train_step",
+        "lr of the next step: lr_at(step + 1)",
+        _train_step(lr="optimizer.learning_rate.assign(lr_at(step + 1, train_cfg))"),
+    ),
+    WrongAnswer(
+        "keras_train_step",
+        "gradients of the wrong variables: the blocks' only (wte, wpe, ln_f never move)",
+        _train_step(variables="[v for block in model.h for v in block.trainable_variables]"),
+    ),
+    WrongAnswer(
+        "keras_train_step",
+        "the forward pass outside the GradientTape (no gradients recorded)",
+        _train_step(
+            forward="""loss = lm_loss(y, model(x, training=True))
+    with tf.GradientTape() as tape:
+        pass"""
+        ),
+    ),
+]
+
 # Every tensor that meets the model follows its device (tests/test_chapters.py).
 CHECK_DEVICES = True
 
-WRONG_ANSWERS = [*_ATTENTION_WRONG, *_MLP_WRONG, *_BLOCK_WRONG, *_LINEAR_WRONG]
+WRONG_ANSWERS = [
+    *_ATTENTION_WRONG,
+    *_MLP_WRONG,
+    *_BLOCK_WRONG,
+    *_LINEAR_WRONG,
+    *_GPT_WRONG,
+    *_TRAIN_STEP_WRONG,
+]
