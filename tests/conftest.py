@@ -153,3 +153,28 @@ def pytest_collection_modifyitems(config, items):
         return -(float(timeout.args[0]) if timeout and timeout.args else 1.0)
 
     items.sort(key=rank)  # stable: equal ranks keep their order
+
+
+def run_script(code: str, folder: Path, *, cwd: Path | None = None, path_first: Path | None = None):
+    """Run `code` as a script file in a fresh interpreter, as a learner's process starts
+    (TRITON_INTERPRET not decided yet); `path_first` goes first on its sys.path.
+
+    A file, not `python -c`: `@triton.jit` reads its function's source.
+    """
+    import subprocess
+    import sys
+
+    script = folder / "script.py"
+    script.write_text(textwrap.dedent(code))
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if path_first is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(path_first), env.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=cwd or folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -3,41 +3,16 @@ to be; on a toy assignment and on the real course."""
 
 from __future__ import annotations
 
-import csv
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from conftest import REPO, TOY, edit_cell, write_toy
 
 from autograde import notebooks
-from autograde.grade import FIELDS
 from autograde.release import check, release
 
 QUIET = {"log": lambda msg: None}
-
-
-def _read_csv(path: Path) -> dict[str, dict[str, str]]:
-    with path.open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert rows and tuple(rows[0]) == FIELDS
-    return {f"{r['student_id']}/{r['assignment']}": r for r in rows}
-
-
-def _repo_snapshot() -> dict[str, float]:
-    """Every file of the repository outside the venv and caches, with its mtime."""
-    skip = {".venv", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis", "__pycache__"}
-    return {
-        str(p.relative_to(REPO)): p.stat().st_mtime
-        for p in REPO.rglob("*")
-        if p.is_file() and not skip & set(p.relative_to(REPO).parts)
-    }
-
-
-def rows_notes(out: Path, student: str) -> str:
-    with (out / "grades.csv").open() as fh:
-        return next(r["notes"] for r in csv.DictReader(fh) if r["student_id"] == student)
 
 
 # --- release ------------------------------------------------------------------------------

@@ -8,13 +8,11 @@ package on its path (no network, nothing installed).
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_script
 
 import kernels
 from course import runtime
@@ -38,18 +36,7 @@ def _package(root: Path, source: str, **modules: str) -> Path:
 
 def _run(code: str, tmp_path: Path, path_first: Path):
     """Run `code` as a script in a fresh interpreter with `path_first` first on sys.path."""
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(code))
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(path_first), env.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script(code, tmp_path, path_first=path_first)
 
 
 # A stand-in for the PyPI package: it says so if any of its code runs.

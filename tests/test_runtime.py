@@ -7,11 +7,11 @@ import os
 import random
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_script
 
 from course import runtime
 
@@ -236,23 +236,9 @@ needs_triton_and_tensorflow = pytest.mark.skipif(
 
 
 def _run(code: str, folder: Path):
-    """Run `code` as a script in a fresh interpreter: process state is the subject here.
-
-    A file, not `python -c`: `@triton.jit` reads its function's source.
-    """
-    script = folder / "script.py"
-    script.write_text(textwrap.dedent(code))
-    # As a learner's process starts: TRITON_INTERPRET not decided yet.
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return subprocess.run(
-        [sys.executable, str(script)],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    """Run `code` in a fresh interpreter started in the repository: process state is the
+    subject here."""
+    return run_script(code, folder, cwd=REPO_ROOT)
 
 
 def test_importing_the_framework_packages_loads_no_triton_and_sets_no_variable(tmp_path):
