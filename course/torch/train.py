@@ -48,6 +48,7 @@ from course.runtime import (
     set_threads,
 )
 from course.tokenizers import BPETokenizer, CharTokenizer, tokenizer_from_state, tokenizer_state
+from course.torch.devices import model_device
 from course.torch.model import GPT
 
 CHECKPOINT = TORCH_CHECKPOINT  # the checkpoint file in a run's out_dir
@@ -104,7 +105,7 @@ def estimate_loss(
     The batches come from their own generator, np.random.default_rng(seed), so evaluating
     never moves the training batch stream. The model's train/eval mode is restored.
     """
-    device = next(model.parameters()).device  # the index too: cuda:1 stays cuda:1
+    device = model_device(model)  # the index too: cuda:1 stays cuda:1
     was_training = model.training
     model.eval()
     try:
@@ -276,7 +277,7 @@ def train(
         model = GPT(mcfg).to(pick_device())  # COURSE_DEVICE=cpu forces the CPU
     elif model.config != mcfg:
         raise ValueError(f"model.config {model.config} differs from the preset's {mcfg}")
-    device = next(model.parameters()).device
+    device = model_device(model)
     optimizer = configure_optimizer(model, tcfg)
     rng = np.random.default_rng(tcfg.seed)  # the one generator of training batches
     step, best_val = 0, math.inf
