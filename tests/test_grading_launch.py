@@ -41,9 +41,10 @@ def _cells(text: str) -> list[str]:
 
 
 def _card_time(script_text: str) -> str:
-    match = re.search(r"^# \*\*Time:\*\* (?P<time>.+?)\.$", script_text, re.M)
+    """The card's time sentence, joined again where the card wraps it over two lines."""
+    match = re.search(r"^# \*\*Time:\*\* (?P<time>.+?)\.$", script_text, re.M | re.S)
     assert match, "the card has no time line"
-    return match["time"]
+    return re.sub(r"\n# ", " ", match["time"])
 
 
 def _table(readme: str) -> dict[str, list[str]]:

@@ -1246,19 +1246,50 @@ plt.show()
 # The last cell saves your `GPT` and `train_step` to `my_code/gpt_torch.py`, beside the
 # chapter folders. Later chapters use your model from there when it is present (they
 # print whose model they took) and the library's when it is not: what you built here is
-# what they build on. It saves only once your GPT gives the library's logits; run it again
-# whenever you change your classes. No graded cell reads that file.
+# what they build on. It saves your GPT only once it gives the library's logits, and your
+# `train_step` only once it gives the library's losses; run it again whenever you change
+# them. No graded cell reads that file.
 
 # %%
 from course import learner
 
-if same_as_library(GPT):  # a GPT that does not work yet is not handed on
+from course.torch.train import configure_optimizer
+from course.torch.train import train_step as library_step
+
+
+def same_step_as_library(step_fn):
+    """Does `step_fn` (your train_step) give the library's losses for three steps of a small
+    model, through warm-up and decay? A quick check, so a step that fails is not handed on."""
+    try:
+        cfg = preset.model.replace(n_layer=1)
+        tcfg = preset.train.replace(warmup_iters=1, lr_decay_iters=3, grad_clip=0.1)
+        gen = torch.Generator().manual_seed(0)
+        x, y = torch.randint(0, cfg.vocab_size, (2, 3, 9), generator=gen)
+
+        def library(net, optimizer, x, y, step, tcfg):
+            return library_step(net, optimizer, lambda: (x, y), lr_at(step, tcfg), tcfg)
+
+        runs = []
+        for fn in (library, step_fn):
+            torch.manual_seed(0)
+            net = LibraryGPT(cfg)
+            optimizer = configure_optimizer(net, tcfg)
+            runs.append([float(fn(net, optimizer, x, y, i, tcfg)) for i in range(3)])
+        return all(abs(a - b) < 1e-5 for a, b in zip(*runs))
+    except Exception:  # NotImplementedError, a wrong signature...
+        return False
+
+
+if same_as_library(GPT):  # a GPT (or a step) that does not work yet is not handed on
+    steps_ok = same_step_as_library(train_step)
     learner.save(
         "gpt_torch",
-        ["GPT", "train_step"],
+        ["GPT", "train_step"] if steps_ok else ["GPT"],
         imports=["import torch", "import torch.nn as nn", "import torch.nn.functional as F",
                  "from course.torch.model import Block", "from course.config import lr_at"],
     )
+    if not steps_ok:
+        print("train_step not saved: it does not give the library's losses yet (exercise 4)")
 else:
     print("not saved: finish exercise 1 first (later chapters use the library's GPT meanwhile)")
 run_dir.cleanup()  # the checkpoints of this chapter lived in a temporary folder

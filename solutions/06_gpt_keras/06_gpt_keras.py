@@ -49,7 +49,8 @@ SEED = 1337
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/06_gpt_keras/06_gpt_keras.ipynb)
 #
 # <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
-# **Time:** about 90 min to work through; the code's full-size run time is not measured yet.
+# **Time:** about 115 min to work through; the code's full-size run time is not measured
+# yet.
 #
 # **You will be able to**
 #
@@ -60,8 +61,10 @@ SEED = 1337
 # - write a training step with `tf.GradientTape`, global-norm clipping and the shared
 #   schedule, and explain why the two frameworks' loss curves on the same batches drift
 #   apart only slowly
-# - read one shape bug as eager, `tf.function` and XLA report it, and avoid retracing
-# - time a training step in five execution modes and explain the figures
+# - write a KV cache of fixed shape that one `tf.function` trace serves at every step, and
+#   sample with temperature and top-k in `keras.ops`
+# - read one shape bug as eager, `tf.function` and XLA report it, and time a training step
+#   in five execution modes
 #
 # **Before you start:** chapters 01 (Tensors, side by side), 04 (Attention) and 05 (The
 # GPT). From outside the course: object-oriented Python (subclassing, `super().__init__`).
@@ -83,7 +86,10 @@ SEED = 1337
 #    initial weights on the same batches, their loss curves on one plot;
 # 4. **debugging**: one shape bug as PyTorch eager, TensorFlow eager, `tf.function` and XLA
 #    report it; TensorFlow's GPU memory setting, and *retracing*, the `tf.function` trap;
-# 5. **measured**: the time of one training step in PyTorch eager, `torch.compile`, Keras
+# 5. **generating**: sampling with temperature and top-k in `keras.ops` (exercise 7), and
+#    a KV cache of fixed shape, written in place so that one trace serves every step
+#    (exercise 8), which together make the library's Keras GPT write;
+# 6. **measured**: the time of one training step in PyTorch eager, `torch.compile`, Keras
 #    eager, `tf.function` and `tf.function(jit_compile=True)`, and the memory it takes.
 #
 # The library holds both models, with the same class names and GPT-2 parameter names on
@@ -1191,6 +1197,307 @@ for name, forward in [("eager", keras_model), ("tf.function, no signature", retr
 assert all(np.array_equal(out, results["eager"]) for out in results.values()), "same tokens"
 
 # %% [markdown]
+# ## Exercise 7 · sampling in `keras.ops`
+#
+# `course.tf.generate` samples in numpy on the last position's logits. Write the same step
+# with `keras.ops` and `keras.random`, so that it could run inside a traced function:
+# `sample_next(logits, temperature=1.0, top_k=None, seed=None)`, logits (B, V) → the next
+# token of each row, an int32 tensor (B, 1):
+#
+# - `temperature == 0`: the most likely token of each row (`ops.argmax`), no randomness;
+# - otherwise divide the logits by the temperature; if `top_k` is given (1 ≤ top_k ≤ V),
+#   set every logit **below** its row's k-th largest to `-inf` (`ops.top_k(logits, k)`
+#   returns the k largest values of each row, largest first);
+# - draw one token per row with `keras.random.categorical(logits, 1, seed=seed)`, which
+#   takes **logits** (unnormalised log-probabilities), not probabilities.
+#
+# The test draws thousands of tokens from a few rows and compares how often each token
+# came out with the probabilities `softmax(logits / temperature)` (restricted to the top k
+# and renormalised): a wrong temperature, a wrong k-th value or probabilities passed as
+# logits all shift those frequencies far more than chance does.
+
+# %% nbgrader={"grade": false, "grade_id": "keras_sample_next", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def sample_next(logits, temperature=1.0, top_k=None, seed=None):
+    """The next token (B, 1), int32, from logits (B, V): greedy at temperature 0, else a
+    draw from softmax(logits / temperature) over each row's top_k."""
+    ### BEGIN SOLUTION
+    if temperature == 0:
+        return ops.cast(ops.argmax(logits, axis=-1), "int32")[:, None]
+    logits = ops.convert_to_tensor(logits, "float32") / temperature
+    if top_k is not None:
+        kth = ops.top_k(logits, top_k)[0][:, -1:]  # (B, 1): each row's k-th largest
+        logits = ops.where(logits < kth, float("-inf"), logits)
+    return ops.cast(keras.random.categorical(logits, 1, seed=seed), "int32")
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": false, "grade_id": "sampling_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Read-only: the graded test below uses this helper.
+def check_frequencies(rows, temperature, top_k, draws, seed, name):
+    """Draw `draws` tokens for each row of `rows` (R, V) at once; compare the frequencies
+    with softmax(rows / temperature) over the top_k, within 0.03 (about 5 standard errors)."""
+    rows = np.asarray(rows, dtype="float32")
+    R, V = rows.shape
+    tokens = sample_next(np.repeat(rows, draws, axis=0), temperature, top_k, seed=seed)
+    checks.assert_shape(tokens, (R * draws, 1), name=f"{name}: sample_next's output")
+    tokens = np.asarray(tokens).reshape(R, draws)
+    assert tokens.dtype.kind in "iu", f"{name}: token ids must be integers, got {tokens.dtype}"
+    assert tokens.min() >= 0 and tokens.max() < V, f"{name}: ids outside 0 .. {V - 1}"
+    scaled = rows / temperature
+    if top_k is not None:
+        kth = np.sort(scaled, axis=-1)[:, -top_k][:, None]
+        scaled = np.where(scaled < kth, -np.inf, scaled)
+    expected = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    expected /= expected.sum(axis=-1, keepdims=True)
+    counts = np.stack([np.bincount(row, minlength=V) for row in tokens]) / draws
+    never = (expected == 0) & (counts > 0)
+    assert not never.any(), f"{name}: drew tokens outside the top {top_k}: {np.argwhere(never)}"
+    gap = np.abs(counts - expected).max()
+    assert gap < 0.03, (f"{name}: frequencies {counts.round(3).tolist()}, expected "
+                        f"{expected.round(3).tolist()} (largest gap {gap:.3f})")
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_keras_sample_next", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+"""sample_next: argmax at temperature 0; frequencies of softmax(logits / T) over the top k."""
+logits = np.array([[0.5, 2.0, -1.0, 1.5, 0.0, 1.0, -0.5],
+                   [1.2, -0.3, 0.4, 2.2, 0.9, 0.1, 1.7],
+                   [-2.0, 0.7, 3.1, 0.2, 2.9, -1.1, 0.0]], dtype="float32")  # B=3, V=7
+greedy_ids = np.asarray(sample_next(logits, temperature=0))
+checks.assert_shape(greedy_ids, (3, 1), name="sample_next(logits, temperature=0)")
+assert greedy_ids[:, 0].tolist() == [1, 3, 2], f"temperature 0 is argmax, got {greedy_ids[:, 0]}"
+assert np.asarray(sample_next(logits[::-1], temperature=0))[:, 0].tolist() == [2, 3, 1], (
+    "temperature 0, rows in the other order")
+check_frequencies(logits[:2], 1.0, None, 4000, seed=1, name="temperature 1")
+check_frequencies(logits[1:], 0.6, None, 4000, seed=2, name="temperature 0.6")
+check_frequencies(logits[:2], 1.0, 3, 4000, seed=3, name="top_k=3")
+check_frequencies(logits[1:], 2.0, 2, 4000, seed=4, name="temperature 2, top_k=2")
+### BEGIN HIDDEN TESTS
+wide = np.random.default_rng(5).normal(0, 1.5, (2, 12)).astype("float32")
+check_frequencies(wide, 1.5, None, 5000, seed=6, name="V=12, temperature 1.5")
+check_frequencies(wide[::-1], 0.8, 5, 5000, seed=7, name="V=12, temperature 0.8, top_k=5")
+check_frequencies(logits, 1.0, 7, 3000, seed=8, name="top_k = V keeps every token")
+ones = np.asarray(sample_next(np.repeat(logits, 50, axis=0), 1.0, top_k=1, seed=9))
+assert (ones[:, 0] == np.repeat([1, 3, 2], 50)).all(), "top_k=1 always draws the argmax"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Exercise 8 · a KV cache with a fixed shape
+#
+# Chapter 05's `attend_with_cache` grew its caches with `torch.cat`: one token longer at
+# every step, so a new shape at every step, and a `tf.function` would retrace each time.
+# The TensorFlow way is the one `course.tf.generate` takes: give each cache room for
+# `capacity` tokens from the start (zeros), write the new keys and values **in place** at
+# positions `start .. start + T - 1`, and let the mask hide the slots not written yet.
+# The shapes never change, `start` is a tensor, and one trace serves every step.
+#
+# Write `attend_with_cache(q, k, v, k_cache, v_cache, start)` with `keras.ops` alone:
+#
+# - `q, k` (B, nh, T, hs) and `v` (B, nh, T, hv): queries, keys and values of T new tokens
+#   (the value width may differ from the key width);
+# - `k_cache` (B, nh, capacity, hs) and `v_cache` (B, nh, capacity, hv): fixed-size caches
+#   whose first `start` slots hold the earlier tokens; the slots after them hold anything
+#   (zeros in a new cache, stale values in a reused one) and must not be looked at;
+# - `start`: how many tokens are cached, a Python int or a scalar int32 tensor;
+# - return `(y, k_cache, v_cache)`: the caches with `k`, `v` written at `start` (use
+#   `ops.slice_update(cache, (0, 0, start, 0), new)`), and `y` (B, nh, T, hv), causal
+#   attention scaled by 1/√hs: new query `t`, at position `start + t`, sees the cache slots
+#   `0 .. start + t` and no others.
+#
+# Build the mask from positions (`ops.arange`) and `start`, without Python `if`s or `int()`
+# on `start`: inside a `tf.function` it is a symbolic tensor with no value yet.
+
+# %% nbgrader={"grade": false, "grade_id": "keras_attend_with_cache", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def attend_with_cache(q, k, v, k_cache, v_cache, start):
+    """Causal attention of T new queries over a fixed-size cache, written in place.
+
+    q, k (B, nh, T, hs), v (B, nh, T, hv); k_cache (B, nh, capacity, hs), v_cache
+    (B, nh, capacity, hv) holding `start` tokens. Returns y (B, nh, T, hv) and both caches.
+    """
+    ### BEGIN SOLUTION
+    T, capacity = ops.shape(q)[2], ops.shape(k_cache)[2]
+    k_cache = ops.slice_update(k_cache, (0, 0, start, 0), k)  # (B, nh, capacity, hs)
+    v_cache = ops.slice_update(v_cache, (0, 0, start, 0), v)  # (B, nh, capacity, hv)
+    scores = ops.matmul(q, ops.swapaxes(k_cache, -1, -2)) / math.sqrt(q.shape[-1])
+    visible = ops.arange(capacity)[None, :] <= start + ops.arange(T)[:, None]  # (T, capacity)
+    y = ops.matmul(ops.softmax(ops.where(visible, scores, float("-inf")), axis=-1), v_cache)
+    return y, k_cache, v_cache
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": false, "grade_id": "kv_cache_helpers", "locked": true, "schema_version": 3, "solution": false, "task": false}
+# Read-only: the graded tests below use these helpers.
+from course.tf.model import manual_attention
+
+
+def random_qkv(B, nh, T, hs, hv, seed):
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s).astype("float32") for s in
+            [(B, nh, T, hs), (B, nh, T, hs), (B, nh, T, hv)]]
+
+
+def stale_caches(B, nh, capacity, hs, hv, seed):
+    """Caches full of large stale values: only the mask keeps attention off them."""
+    rng = np.random.default_rng(seed)
+    return [5 * rng.standard_normal(s).astype("float32") for s in
+            [(B, nh, capacity, hs), (B, nh, capacity, hv)]]
+
+
+def attend_in_chunks(attend, q, k, v, caches, chunks, as_tensor=False):
+    """Feed q, k, v chunk by chunk through `attend`; (y of all chunks, final caches)."""
+    kc, vc = caches
+    outputs = []
+    for lo, hi in chunks:
+        start = tf.constant(lo, tf.int32) if as_tensor else lo
+        y, kc, vc = attend(q[:, :, lo:hi], k[:, :, lo:hi], v[:, :, lo:hi], kc, vc, start)
+        outputs.append(np.asarray(y))
+    return np.concatenate(outputs, axis=2), np.asarray(kc), np.asarray(vc)
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_keras_attend_with_cache", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+"""attend_with_cache (Keras): new tokens written at `start`, stale slots never seen, any
+chunking equal to attention over the whole sequence; traced once for every start."""
+B, nh, T, hs, hv, capacity = 2, 3, 9, 5, 7, 11
+q, k, v = random_qkv(B, nh, T, hs, hv, seed=1)
+expected = np.asarray(manual_attention(q, k, v))  # all 9 tokens at once
+caches = stale_caches(B, nh, capacity, hs, hv, seed=2)
+y, kc, vc = attend_with_cache(q[:, :, :4], k[:, :, :4], v[:, :, :4], *caches, 0)
+checks.assert_shape(y, (B, nh, 4, hv), name="y for a prompt of 4 (value width hv)")
+checks.assert_shape(kc, (B, nh, capacity, hs), name="k_cache keeps its shape")
+checks.assert_close(y, expected[:, :, :4], atol=1e-5, name="a prompt of 4 into a stale cache")
+y, kc, vc = attend_in_chunks(attend_with_cache, q, k, v, caches, [(0, 4), (4, 5), (5, 8), (8, 9)])
+checks.assert_close(y, expected, atol=1e-5, name="chunks 4+1+3+1 vs all 9 at once")
+checks.assert_close(kc[:, :, :T], k, atol=0, name="k_cache slots 0..8 hold the keys in order")
+checks.assert_close(vc[:, :, :T], v, atol=0, name="v_cache slots 0..8 hold the values in order")
+checks.assert_close(kc[:, :, T:], caches[0][:, :, T:], atol=0, name="k_cache slots past 8 untouched")
+# Traced: `start` is a tensor. One trace for the prompt, one for every single-token step.
+traced = tf.function(attend_with_cache)
+y, kc, vc = attend_in_chunks(traced, q, k, v, caches, [(0, 3)] + [(t, t + 1) for t in range(3, 9)],
+                             as_tensor=True)
+checks.assert_close(y, expected, atol=1e-5, name="inside tf.function, start a tensor: 3 then 1 by 1")
+traces = traced.experimental_get_tracing_count()
+assert traces == 2, f"{traces} traces for a prompt and 6 single tokens: the shapes must not change"
+### BEGIN HIDDEN TESTS
+# Other sizes (hv < hs, one head, one row), the cache filled to the last slot.
+for seed, (B, nh, T, hs, hv, capacity, chunks) in enumerate([
+    (1, 1, 6, 8, 3, 6, [(0, 1), (1, 2), (2, 6)]),
+    (3, 2, 10, 4, 6, 13, [(0, 5), (5, 10)]),
+    (2, 4, 7, 6, 5, 7, [(0, 3), (3, 4), (4, 5), (5, 7)]),
+]):
+    q, k, v = random_qkv(B, nh, T, hs, hv, seed=10 + seed)
+    expected = np.asarray(manual_attention(q, k, v))
+    caches = stale_caches(B, nh, capacity, hs, hv, seed=20 + seed)
+    for as_tensor in (False, True):
+        y, kc, vc = attend_in_chunks(attend_with_cache, q, k, v, caches, chunks, as_tensor)
+        checks.assert_close(y, expected, atol=1e-5, name=f"chunks {chunks} ({as_tensor=})")
+        checks.assert_close(vc[:, :, :T], v, atol=0, name=f"v_cache after {chunks}")
+        checks.assert_close(vc[:, :, T:], caches[1][:, :, T:], atol=0, name="stale v slots kept")
+# A zero cache (as new_cache makes it): the empty slots must still be masked.
+q, k, v = random_qkv(2, 2, 3, 5, 4, seed=30)
+zeros = [np.zeros((2, 2, 8, 5), "float32"), np.zeros((2, 2, 8, 4), "float32")]
+y, _, _ = attend_with_cache(q, k, v, *zeros, 0)
+checks.assert_close(y, manual_attention(q, k, v), atol=1e-5, name="a new (zero) cache")
+### END HIDDEN TESTS
+
+# %% [markdown]
+# With both, the library's Keras GPT can write with *your* cache and *your* sampler.
+# `forward_with_cache` runs the model's own layers on the new tokens only, your
+# `attend_with_cache` in place of each layer's attention, the caches stacked into one
+# tensor as `model.new_cache` makes them; `generate_with_cache` traces it once for the
+# prompt and once for every single-token step after it, then samples with your
+# `sample_next`. The cache holds `block_size` tokens, so the prompt and the new tokens
+# must fit in it (`course.tf.generate` goes on past that by re-running a sliding window).
+
+# %%
+def forward_with_cache(model, idx, cache, start):
+    """Logits (B, T, V) of the new tokens idx (B, T) at positions start .. start + T - 1,
+    and the updated cache (n_layer, 2, B, nh, block_size, hs)."""
+    B, T = ops.shape(idx)[0], ops.shape(idx)[1]
+    x = model.wte(idx) + model.wpe(start + ops.arange(T))  # (B, T, C)
+    layers = []
+    for i, block in enumerate(model.h):
+        attn = block.attn
+        q, k, v = ops.split(attn.c_attn(block.ln_1(x)), 3, axis=-1)  # 3 x (B, T, C)
+        q, k, v = (ops.transpose(ops.reshape(t, (B, T, attn.n_head, -1)), (0, 2, 1, 3))
+                   for t in (q, k, v))  # (B, nh, T, hs)
+        y, k_cache, v_cache = attend_with_cache(q, k, v, cache[i, 0], cache[i, 1], start)
+        layers.append(ops.stack([k_cache, v_cache]))
+        x = x + attn.c_proj(ops.reshape(ops.transpose(y, (0, 2, 1, 3)), (B, T, -1)))
+        x = x + block.mlp(block.ln_2(x))
+    logits = ops.matmul(model.ln_f(x), ops.transpose(model.wte.embeddings))  # tied head
+    return logits, ops.stack(layers)
+
+
+def generate_with_cache(model, prompt, max_new_tokens, temperature=0.0, top_k=None, seed=None):
+    """prompt (B, T) followed by max_new_tokens tokens; also the number of traces made."""
+    prompt = np.asarray(prompt, dtype="int32")
+    B, T = prompt.shape
+    if T + max_new_tokens > model.config.block_size:
+        raise ValueError(f"{T} prompt + {max_new_tokens} new tokens do not fit in the cache "
+                         f"(block_size {model.config.block_size})")
+    step = tf.function(lambda idx, cache, start: forward_with_cache(model, idx, cache, start))
+    logits, cache = step(tf.constant(prompt), model.new_cache(B), tf.constant(0))
+    out = [prompt]
+    for i in range(max_new_tokens):
+        token = sample_next(logits[:, -1, :], temperature, top_k,
+                            seed=None if seed is None else seed + i)  # (B, 1)
+        out.append(np.asarray(token))
+        if i + 1 < max_new_tokens:
+            logits, cache = step(token, cache, tf.constant(T + i, tf.int32))
+    return np.concatenate(out, axis=1), step.experimental_get_tracing_count()
+
+
+# %% nbgrader={"grade": true, "grade_id": "test_keras_kv_decoding", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+"""Your cache in a GPT: the logits of a whole sequence, and greedy text, traced twice."""
+cfg = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=24, vocab_size=13, bias=True)
+small = twin_gpts(cfg, 40)[1]  # the library's Keras GPT, random weights
+seq = np.random.default_rng(41).integers(0, cfg.vocab_size, (3, 10)).astype("int32")
+pieces, cache = [], small.new_cache(3)
+for lo, hi in [(0, 4), (4, 5), (5, 10)]:
+    logits, cache = forward_with_cache(small, seq[:, lo:hi], cache, lo)
+    pieces.append(np.asarray(logits))
+checks.assert_close(np.concatenate(pieces, axis=1), small(seq), atol=1e-4, rtol=0,
+                    name="logits of chunks 4+1+5 vs the whole sequence")
+ours, traces = generate_with_cache(small, seq[:1, :3], 15)
+reference = keras_generate(small, seq[:1, :3], 15, temperature=0, use_cache=False)
+assert ours.tolist() == reference.tolist(), (
+    f"greedy with your cache {ours[0, 3:].tolist()}, without a cache {reference[0, 3:].tolist()}")
+assert traces == 2, f"{traces} traces for a prompt and 14 single tokens (expected 2)"
+### BEGIN HIDDEN TESTS
+cfg = GPTConfig(n_layer=3, n_head=3, n_embd=12, block_size=20, vocab_size=9, bias=False)
+small = twin_gpts(cfg, 42)[1]
+seq = np.random.default_rng(43).integers(0, cfg.vocab_size, (2, 20)).astype("int32")
+pieces, cache = [], small.new_cache(2)
+for lo, hi in [(0, 1), (1, 7), (7, 8), (8, 20)]:
+    logits, cache = forward_with_cache(small, seq[:, lo:hi], cache, tf.constant(lo))
+    pieces.append(np.asarray(logits))
+checks.assert_close(np.concatenate(pieces, axis=1), small(seq), atol=1e-4, rtol=0,
+                    name="logits of chunks 1+6+1+12, the cache filled to block_size")
+ours, traces = generate_with_cache(small, seq[:, :5], 15)
+reference = keras_generate(small, seq[:, :5], 15, temperature=0, use_cache=False)
+assert ours.tolist() == reference.tolist(), "greedy text of two rows, bias=False"
+assert traces == 2, f"{traces} traces"
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Now the trained model writes with your code: greedily (the same text as
+# `course.tf.generate` above, up to near ties), then sampled at temperature 0.8 from the
+# 10 most likely characters, and timed against decoding without a cache, where every step
+# runs the whole text so far.
+
+# %%
+room = min(GREEDY_TOKENS, preset.model.block_size - prompt.shape[1])
+for name, settings in [("greedy", {}), ("temperature 0.8, top 10",
+                                        dict(temperature=0.8, top_k=10, seed=SEED))]:
+    t0 = time.perf_counter()
+    out, traces = generate_with_cache(keras_model, prompt, room, **settings)
+    seconds = time.perf_counter() - t0
+    print(f"--- {name}: {room} characters in {seconds:.2f} s, {traces} traces ---\n"
+          f"{tokenizer.decode(out[0].tolist())}\n")
+t0 = time.perf_counter()
+no_cache = keras_generate(keras_model, prompt, room, temperature=0, use_cache=False)
+print(f"without a cache (course.tf.generate, use_cache=False): {time.perf_counter() - t0:.2f} s")
+
+# %% [markdown]
 # ## Measured: one training step, five ways
 #
 # Same model shape (the preset's: batch 12 × 64 characters at full size), same batches,
@@ -1349,7 +1656,8 @@ plt.show()
 #
 # ## Your code, carried forward
 #
-# The last cell saves your Keras layers, your `GPT` and your `keras_train_step` to
+# The last cell saves your Keras layers, your `GPT`, your `keras_train_step`, your
+# `attend_with_cache` and your `sample_next` to
 # `my_code/gpt_keras.py`, beside the chapter folders. Later chapters use your Keras model
 # from there when it is present (they print whose model they took) and the library's
 # `course.tf.GPT` when it is not: what you built here is what they build on. Run it again
@@ -1360,10 +1668,11 @@ from course import learner
 
 learner.save(
     "gpt_keras",
-    ["MyCausalSelfAttention", "MyMLP", "MyBlock", "GPT", "keras_train_step"],
+    ["MyCausalSelfAttention", "MyMLP", "MyBlock", "GPT", "keras_train_step",
+     "attend_with_cache", "sample_next"],
     imports=["from course import runtime", "keras = runtime.import_keras()",
              "tf = runtime.import_tensorflow()", "from keras import ops",
-             "from course.config import lr_at",
+             "import math", "from course.config import lr_at",
              "from course.tf.model import MLP, CausalSelfAttention, lm_loss"],
 )
 

@@ -1,6 +1,7 @@
 """Chapter 06: plausible wrong answers for the Keras exercises (attention layer, MLP,
 pre-LayerNorm block, moving an nn.Linear into a Dense, the whole GPT, one training
-step), and the library's reference of each, which must pass the same graded test cells.
+step, a fixed-size KV cache, sampling), and the library's reference of each, which must
+pass the same graded test cells.
 
 Each wrong answer replaces the whole solution cell: the class (or function) written out
 again with one thing wrong, the rest as in the solution.
@@ -39,6 +40,44 @@ def linear_to_dense(linear, dense):
     weights[0] = weights[0].T
     dense.set_weights(weights)
     return dense
+""",
+    ),
+    ReferenceAnswer(
+        "keras_attend_with_cache",
+        "the library's layer: slice_update, then manual_attention with cache_mask",
+        """
+from course.tf.model import cache_mask, manual_attention
+
+def attend_with_cache(q, k, v, k_cache, v_cache, start):
+    k_cache = ops.slice_update(k_cache, (0, 0, start, 0), k)
+    v_cache = ops.slice_update(v_cache, (0, 0, start, 0), v)
+    mask = cache_mask(ops.shape(q)[2], ops.shape(k_cache)[2], start)
+    return manual_attention(q, k_cache, v_cache, mask=mask), k_cache, v_cache
+""",
+    ),
+    ReferenceAnswer(
+        "keras_sample_next",
+        "course.tf.sampling.sample_next: numpy, its own random generator",
+        """
+import course.tf.sampling
+
+def sample_next(logits, temperature=1.0, top_k=None, seed=None):
+    return course.tf.sampling.sample_next(
+        np.asarray(logits), temperature, top_k, rng=np.random.default_rng(seed)
+    )
+""",
+    ),
+    ReferenceAnswer(
+        "keras_sample_next",
+        "course.tf.sampling.filter_logits, then keras.random.categorical",
+        """
+from course.tf.sampling import filter_logits
+
+def sample_next(logits, temperature=1.0, top_k=None, seed=None):
+    if temperature == 0:
+        return ops.cast(ops.argmax(logits, axis=-1), "int32")[:, None]
+    kept = filter_logits(np.asarray(logits) / temperature, top_k).astype("float32")
+    return ops.cast(keras.random.categorical(kept, 1, seed=seed), "int32")
 """,
     ),
 ]
@@ -501,6 +540,150 @@ _TRAIN_STEP_WRONG = [
     ),
 ]
 
+# --------------------------------------------------------------------------------------
+# Exercise 7: sampling the next token with keras.ops.
+# --------------------------------------------------------------------------------------
+
+_SAMPLE = """
+def sample_next(logits, temperature=1.0, top_k=None, seed=None):
+    if temperature == 0:
+        return GREEDY
+    logits = ops.convert_to_tensor(logits, "float32") TEMPERATURE
+    if top_k is not None:
+        kth = KTH
+        logits = ops.where(logits KEEP kth, float("-inf"), logits)
+    return ops.cast(keras.random.categorical(DRAWN, 1, seed=seed), "int32")
+"""
+
+
+def _sample(
+    greedy: str = 'ops.cast(ops.argmax(logits, axis=-1), "int32")[:, None]',
+    temperature: str = "/ temperature",
+    kth: str = "ops.top_k(logits, top_k)[0][:, -1:]",
+    keep: str = "<",
+    drawn: str = "logits",
+) -> str:
+    return (
+        _SAMPLE.replace("GREEDY", greedy)
+        .replace("TEMPERATURE", temperature)
+        .replace("KTH", kth)
+        .replace("KEEP", keep)
+        .replace("DRAWN", drawn)
+    )
+
+
+_SAMPLE_WRONG = [
+    WrongAnswer(
+        "keras_sample_next",
+        "probabilities passed to categorical, which expects logits",
+        _sample(drawn="ops.softmax(logits, axis=-1)"),
+    ),
+    WrongAnswer("keras_sample_next", "temperature ignored", _sample(temperature="")),
+    WrongAnswer(
+        "keras_sample_next",
+        "logits multiplied by the temperature",
+        _sample(temperature="* temperature"),
+    ),
+    WrongAnswer(
+        "keras_sample_next",
+        "the k-th value dropped too (<= instead of <): k - 1 tokens kept",
+        _sample(keep="<="),
+    ),
+    WrongAnswer(
+        "keras_sample_next",
+        "the largest value taken as the threshold: only the top token kept",
+        _sample(kth="ops.top_k(logits, top_k)[0][:, :1]"),
+    ),
+    WrongAnswer(
+        "keras_sample_next",
+        "one threshold for the whole batch, not one per row",
+        _sample(kth="ops.top_k(ops.reshape(logits, (-1,)), top_k)[0][-1]"),
+    ),
+    WrongAnswer(
+        "keras_sample_next",
+        "greedy returns shape (B,), not (B, 1)",
+        _sample(greedy='ops.cast(ops.argmax(logits, axis=-1), "int32")'),
+    ),
+    WrongAnswer(
+        "keras_sample_next",
+        "greedy takes the smallest logit (argmin)",
+        _sample(greedy='ops.cast(ops.argmin(logits, axis=-1), "int32")[:, None]'),
+    ),
+]
+
+# --------------------------------------------------------------------------------------
+# Exercise 8: attention over a fixed-size KV cache (its tests: the cell after it and the
+# GPT decoding with it, where the value width is the key width).
+# --------------------------------------------------------------------------------------
+
+_CACHE = """
+def attend_with_cache(q, k, v, k_cache, v_cache, start):
+    T, capacity = ops.shape(q)[2], ops.shape(k_cache)[2]
+    k_cache = WRITE_K
+    v_cache = WRITE_V
+    scores = ops.matmul(q, ops.swapaxes(k_cache, -1, -2)) / math.sqrt(SCALE)
+    visible = VISIBLE
+    y = ops.matmul(ops.softmax(ops.where(visible, scores, float("-inf")), axis=-1), v_cache)
+    return y, k_cache, v_cache
+"""
+
+
+def _cache(
+    write_k: str = "ops.slice_update(k_cache, (0, 0, start, 0), k)",
+    write_v: str = "ops.slice_update(v_cache, (0, 0, start, 0), v)",
+    scale: str = "q.shape[-1]",
+    visible: str = "ops.arange(capacity)[None, :] <= start + ops.arange(T)[:, None]",
+) -> str:
+    return (
+        _CACHE.replace("WRITE_K", write_k)
+        .replace("WRITE_V", write_v)
+        .replace("SCALE", scale)
+        .replace("VISIBLE", visible)
+    )
+
+
+_CACHE_WRONG = [
+    WrongAnswer(
+        "keras_attend_with_cache",
+        "the mask not shifted by start: the usual triangle from slot 0",
+        _cache(visible="ops.arange(capacity)[None, :] <= ops.arange(T)[:, None]"),
+    ),
+    WrongAnswer(
+        "keras_attend_with_cache",
+        "only the unwritten slots masked: new tokens see each other's future",
+        _cache(
+            visible="ops.broadcast_to(ops.arange(capacity)[None, :] < start + T, (T, capacity))"
+        ),
+    ),
+    WrongAnswer(
+        "keras_attend_with_cache",
+        "no mask: the stale slots past the written ones are attended to",
+        _cache(visible="ops.ones((T, capacity), dtype='bool')"),
+    ),
+    WrongAnswer(
+        "keras_attend_with_cache",
+        "strictly before: a new token does not see its own key",
+        _cache(visible="ops.arange(capacity)[None, :] < start + ops.arange(T)[:, None]"),
+    ),
+    WrongAnswer(
+        "keras_attend_with_cache",
+        "new keys and values always written at slot 0",
+        _cache(
+            write_k="ops.slice_update(k_cache, (0, 0, 0, 0), k)",
+            write_v="ops.slice_update(v_cache, (0, 0, 0, 0), v)",
+        ),
+    ),
+    WrongAnswer(
+        "keras_attend_with_cache",
+        "the caches grown by concatenation (chapter 05's way) instead of written in place",
+        _cache(
+            write_k="ops.concatenate([k_cache[:, :, :start], k], axis=2)",
+            write_v="ops.concatenate([v_cache[:, :, :start], v], axis=2)",
+            visible="ops.arange(start + T)[None, :] <= start + ops.arange(T)[:, None]",
+        ),
+    ),
+]
+
 # Every tensor that meets the model follows its device (tests/test_chapters.py).
 CHECK_DEVICES = True
 
@@ -511,4 +694,6 @@ WRONG_ANSWERS = [
     *_LINEAR_WRONG,
     *_GPT_WRONG,
     *_TRAIN_STEP_WRONG,
+    *_SAMPLE_WRONG,
+    *_CACHE_WRONG,
 ]
