@@ -1252,9 +1252,7 @@ plt.show()
 
 # %%
 from course import learner
-
-from course.torch.train import configure_optimizer
-from course.torch.train import train_step as library_step
+from course.torch import train as library_trainer
 
 
 def same_step_as_library(step_fn):
@@ -1267,13 +1265,14 @@ def same_step_as_library(step_fn):
         x, y = torch.randint(0, cfg.vocab_size, (2, 3, 9), generator=gen)
 
         def library(net, optimizer, x, y, step, tcfg):
-            return library_step(net, optimizer, lambda: (x, y), lr_at(step, tcfg), tcfg)
+            batch = lambda: (x, y)  # noqa: E731
+            return library_trainer.train_step(net, optimizer, batch, lr_at(step, tcfg), tcfg)
 
         runs = []
         for fn in (library, step_fn):
             torch.manual_seed(0)
             net = LibraryGPT(cfg)
-            optimizer = configure_optimizer(net, tcfg)
+            optimizer = library_trainer.configure_optimizer(net, tcfg)
             runs.append([float(fn(net, optimizer, x, y, i, tcfg)) for i in range(3)])
         return all(abs(a - b) < 1e-5 for a, b in zip(*runs))
     except Exception:  # NotImplementedError, a wrong signature...
