@@ -6,7 +6,8 @@ Both trainers (`course.torch.train`, `course.tf.train`) log the same events to t
 files, so a plot or a comparison reads either framework's run the same way:
 
 - `METRICS_LOG` (metrics.jsonl): one JSON line per event, appended as it happens
-  (`EventLog`);
+  (`EventLog`); a resumed run keeps the lines up to its checkpoint and drops, with a
+  warning, any line that is not a whole event (the last one, torn by a killed run);
 - `METRICS` (metrics.json): the run's summary, written at the end with
   `course.files.write_json`;
 - `peak_rss_mb()`: the process's peak memory, one of the summary's figures.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import resource
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,7 +38,7 @@ __all__ = [
 METRICS = "metrics.json"  # the run's summary, written at the end
 METRICS_LOG = "metrics.jsonl"  # one JSON line per logged event, appended as it happens
 TORCH_CHECKPOINT = "ckpt.pt"  # course.torch.train's checkpoint: one file
-KERAS_CHECKPOINT = "ckpt"  # course.tf.train's checkpoint: a folder, swapped in whole
+KERAS_CHECKPOINT = "ckpt"  # course.tf.train's checkpoint: a link to its newest folder
 
 
 def peak_rss_mb() -> float:
@@ -50,7 +52,9 @@ class EventLog:
     live plot or `tail -f` sees them at once) and to `callback(event)`.
 
     Resuming at step k keeps the lines up to k and drops any written after the checkpoint,
-    so the file tells one run's story without repeats.
+    so the file tells one run's story without repeats. A line that is not a whole event
+    (a JSON object with an "iter"), such as the last line of a run killed while writing
+    it, is dropped too, with a RuntimeWarning naming the file and the line numbers.
     """
 
     def __init__(
@@ -64,8 +68,7 @@ class EventLog:
         if out is not None:
             path, kept = Path(out) / METRICS_LOG, []
             if resumed_at is not None and path.is_file():
-                lines = path.read_text(encoding="utf-8").splitlines()
-                kept = [line for line in lines if line and json.loads(line)["iter"] <= resumed_at]
+                kept = [line for line, event in _read_events(path) if event["iter"] <= resumed_at]
             write_text(path, "".join(line + "\n" for line in kept))  # old log or new, never half
             self.file = path.open("a", encoding="utf-8")
 
@@ -80,3 +83,30 @@ class EventLog:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def _read_events(path: Path) -> list[tuple[str, dict]]:
+    """(line, event) for each whole event in the log at `path`; warns once, naming the
+    file and the line numbers, if it drops lines that are not (torn or corrupt)."""
+    events, dropped = [], []
+    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+            event = json.loads(line)
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError both are
+            event = None
+        if isinstance(event, dict) and isinstance(event.get("iter"), int):
+            events.append((line, event))
+        else:
+            dropped.append(number)
+    if dropped:
+        several = "s" if len(dropped) > 1 else ""
+        warnings.warn(
+            f"{path}: dropped line{several} {', '.join(map(str, dropped))}, not a whole event "
+            "(torn by a run killed while writing, or corrupt); kept the other lines",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return events

@@ -75,3 +75,38 @@ def test_shared_homes_import_no_framework(module):
                             text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _torn_log(folder, tail: str) -> list[dict]:
+    """A metrics.jsonl of three events followed by `tail`; returns the three events."""
+    events = [{"event": "train", "iter": i, "loss": 2.0 - i / 10} for i in (1, 2, 3)]
+    text = "".join(json.dumps(e) + "\n" for e in events) + tail
+    (folder / METRICS_LOG).write_text(text)
+    return events
+
+
+@pytest.mark.parametrize("resumed_at", [3, 99])
+def test_resuming_drops_a_line_torn_by_a_kill_and_says_so(tmp_path, resumed_at):
+    events = _torn_log(tmp_path, '{"event": "train", "iter": 4, "lo')  # killed mid-write
+    with pytest.warns(RuntimeWarning, match=rf"{METRICS_LOG}.* line 4\b"):
+        log = EventLog(tmp_path, resumed_at=resumed_at)
+    log.record({"event": "train", "iter": 4, "loss": 1.5})
+    log.close()
+    assert lines(tmp_path) == [*events, {"event": "train", "iter": 4, "loss": 1.5}]
+
+
+def test_resuming_drops_a_corrupt_line_in_the_middle_and_keeps_the_rest(tmp_path):
+    events = _torn_log(tmp_path, "")
+    text = (tmp_path / METRICS_LOG).read_bytes().splitlines(keepends=True)
+    garbage = [b'{"event": "tra\xff\n', b"[1, 2]\n", b'{"event": "eval"}\n']  # no "iter"
+    (tmp_path / METRICS_LOG).write_bytes(b"".join([text[0], *garbage, *text[1:]]))
+    with pytest.warns(RuntimeWarning, match=r"lines 2, 3, 4\b") as caught:
+        EventLog(tmp_path, resumed_at=3).close()
+    assert len(caught) == 1 and str(tmp_path / METRICS_LOG) in str(caught[0].message)
+    assert lines(tmp_path) == events
+
+
+def test_a_log_without_damage_resumes_without_a_warning(tmp_path, recwarn):
+    events = _torn_log(tmp_path, "\n")  # an empty line is no damage
+    EventLog(tmp_path, resumed_at=2).close()
+    assert lines(tmp_path) == events[:2] and not recwarn.list

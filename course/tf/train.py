@@ -17,8 +17,17 @@ The recipe is the PyTorch trainer's (course.torch.train), expressed in Keras:
   `jit_compile=False`; `run_eagerly=True` runs it line by line for debugging;
 - the batches are chapter 03's `make_dataset`: identical to the PyTorch trainer's;
 - a callback logs metrics (metrics.jsonl, metrics.csv, TensorBoard under tb/), evaluates
-  and writes the checkpoint: ckpt/ with model.weights.h5, optimizer.npz and state.json,
-  replaced as a whole, so a run killed while saving keeps the previous checkpoint.
+  and writes the checkpoint: ckpt/ with model.weights.h5, optimizer.npz and state.json.
+
+A checkpoint is never changed in place, so a run killed at any instant (kill -9, twice in
+a row) keeps one that `load_checkpoint` finds. Each save writes a new numbered folder
+beside the others (.ckpt-000007/), state.json last: a folder with state.json is complete.
+The link ckpt -> .ckpt-000007 is then replaced in one atomic rename, and only after that
+are the older folders removed (state.json first, so a half-removed one is incomplete).
+`load_checkpoint` takes the newest complete folder: the one ckpt names, or a newer one a
+killed save completed but did not link. A ckpt/ that is a real folder (written by an
+earlier version of this module, which swapped folders by renames) is found after the
+numbered ones, then .ckpt-old/; the next save replaces it with the link.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -53,7 +63,10 @@ tf = runtime.import_tensorflow()
 CHECKPOINT = KERAS_CHECKPOINT  # the checkpoint folder in a run's out_dir
 WEIGHTS, OPTIMIZER, STATE = "model.weights.h5", "optimizer.npz", "state.json"  # its files
 METRICS_CSV = "metrics.csv"  # the event log as a table, written at the end
-_OLD, _NEW = f".{CHECKPOINT}-old", f".{CHECKPOINT}-new"
+_SIDE = f".{CHECKPOINT}-"  # the prefix of the numbered folders, and of all a save leaves
+_NUMBERED = re.compile(rf"{re.escape(_SIDE)}(\d+)")  # .ckpt-000007: the 7th save
+_LINK = f"{_SIDE}link"  # the new link, before it replaces ckpt
+_LEGACY = f"{_SIDE}old"  # earlier versions' previous checkpoint, while they swapped folders
 
 # --------------------------------------------------------------------------------------
 # Schedule and optimizer
@@ -143,40 +156,110 @@ def estimate_loss(
 
 
 def save_checkpoint(out_dir: str | os.PathLike[str], model: GPT, optimizer, **state) -> Path:
-    """Write out_dir/ckpt/ (weights, optimizer variables, state.json) as a whole.
+    """Write a new checkpoint (weights, optimizer variables, state.json) and make
+    out_dir/ckpt name it; return out_dir/ckpt.
 
-    Each file of the new checkpoint is written and synced to disk in a side folder
-    (optimizer.npz and state.json through `course.files`; Keras writes the weights, which
-    are then synced here), and the folder is swapped in by renames: if the process dies
-    before the swap, the previous ckpt/ is untouched, and `load_checkpoint` also finds it
-    if the process dies between the two renames. NaN or infinite numbers in `state` are
-    stored as null.
+    Killed at any instant, this leaves a complete checkpoint that `load_checkpoint` finds:
+    the previous one until the new one is complete, the new one after (see the module's
+    docstring). NaN or infinite numbers in `state` are stored as null.
     """
     out = Path(out_dir)
-    new, final, old = out / _NEW, out / CHECKPOINT, out / _OLD
-    shutil.rmtree(new, ignore_errors=True)
-    new.mkdir(parents=True)
-    model.save_weights(str(new / WEIGHTS))  # Keras needs a file name ending in .weights.h5
-    with (new / WEIGHTS).open("rb") as f:
-        os.fsync(f.fileno())  # on disk before the swap
+    out.mkdir(parents=True, exist_ok=True)
+    folder = out / f"{_SIDE}{_last_number(out) + 1:06d}"
+    _write_checkpoint(folder, model, optimizer, state)
+    _link(out, folder)
+    for path in out.iterdir():  # the older checkpoints, and what killed saves left
+        if path.name.startswith(_SIDE) and path != folder:
+            _remove(path)
+    return out / CHECKPOINT
+
+
+def _write_checkpoint(folder: Path, model: GPT, optimizer, state: dict) -> None:
+    """The checkpoint's files in the new `folder`, each synced to disk; state.json last,
+    once the others are in place: it marks the folder complete."""
+    folder.mkdir()
+    model.save_weights(str(folder / WEIGHTS))  # Keras needs a file name ending in .weights.h5
+    with (folder / WEIGHTS).open("rb") as f:
+        os.fsync(f.fileno())
     arrays = {f"v{i:04d}": np.asarray(v.numpy()) for i, v in enumerate(optimizer.variables)}
-    replace_atomically(new / OPTIMIZER, lambda f: np.savez(f, **arrays))
-    write_json(new / STATE, state)
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    replace_atomically(folder / OPTIMIZER, lambda f: np.savez(f, **arrays))
+    _sync_folder(folder)  # the files' names are on disk before the mark
+    write_json(folder / STATE, state)
+    _sync_folder(folder)
+
+
+def _link(out: Path, folder: Path) -> None:
+    """Make out/ckpt a link to `folder` (a sibling), replacing the old link atomically.
+    A real ckpt/ folder (an earlier version's) is first renamed .ckpt-old, the name those
+    versions gave their previous checkpoint: `folder` is newer and complete."""
+    final = out / CHECKPOINT
+    if final.is_dir() and not final.is_symlink():
+        if (out / _LEGACY).exists():
+            _remove(out / _LEGACY)
+        final.rename(out / _LEGACY)
+    link = out / _LINK
+    if link.is_symlink() or link.exists():
+        _remove(link)  # left by a killed save
+    os.symlink(folder.name, link)  # relative: the run's folder can be moved or copied
+    os.replace(link, final)
+    _sync_folder(out)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, a link or a checkpoint folder; a folder loses its state.json first,
+    so that if this is killed halfway it is incomplete, never taken for a checkpoint."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    (path / STATE).unlink(missing_ok=True)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Sync a folder's entries (the names of its files) to disk, where the system can."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a file system or a system that cannot sync folders
+    finally:
+        os.close(fd)
+
+
+def _last_number(out: Path) -> int:
+    """The highest number of a checkpoint folder in `out` (complete or not), or 0."""
+    numbers = [int(m[1]) for p in out.iterdir() if (m := _NUMBERED.fullmatch(p.name))]
+    return max(numbers, default=0)
+
+
+def _candidates(out: Path) -> list[Path]:
+    """The folders in `out` that may hold a checkpoint, newest first: the numbered ones,
+    then a real ckpt/ folder, then the previous one of an earlier version's swap."""
+    numbered = sorted(
+        ((int(m[1]), p) for p in out.iterdir() if (m := _NUMBERED.fullmatch(p.name))),
+        reverse=True,
+    )
+    return [p for _, p in numbered] + [out / CHECKPOINT, out / _LEGACY]
 
 
 def _checkpoint_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """The newest complete checkpoint in out_dir (or out_dir itself, if it is one); named
+    out_dir/ckpt when that is the link to it."""
     out = Path(out_dir)
     if out.name == CHECKPOINT and (out / STATE).exists():
         return out
-    for candidate in (out / CHECKPOINT, out / _OLD):  # _OLD: died between the renames
-        if (candidate / STATE).is_file():
-            return candidate
+    if out.is_dir():
+        for candidate in _candidates(out):
+            if (candidate / STATE).is_file():
+                final = out / CHECKPOINT
+                return (
+                    final
+                    if final.is_symlink() and final.resolve() == candidate.resolve()
+                    else candidate
+                )
     raise FileNotFoundError(f"no Keras checkpoint in {out} (expected {out / CHECKPOINT})")
 
 
