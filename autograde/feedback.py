@@ -1,4 +1,4 @@
-"""Feedback pages that do not give away the hidden tests.
+"""Feedback pages that do not give away the hidden tests, nor run a student's HTML.
 
 ``nbgrader generate_feedback`` renders the autograded notebook, and autograding restores
 every test cell from the gradebook, hidden tests included; a failing test's traceback
@@ -6,12 +6,23 @@ quotes the lines around the failure too. ``HideHiddenTests`` is a preprocessor f
 run. In every cell it replaces each hidden test region (``### BEGIN HIDDEN TESTS`` to
 ``### END HIDDEN TESTS``) with one comment line saying how many lines it held. In a cell
 that had hidden tests, an error keeps its name and message (the student still sees which
-test cell failed, and why) but its traceback becomes that one line and a note, and stream
-output lines that repeat a hidden line are dropped. Cells without hidden tests, and the
-scores nbgrader shows, are left as they are.
+test cell failed, and why) unless the message quotes a hidden line, when it becomes a
+note; its traceback becomes that one line and a note. Every other output of such a cell,
+whether the tests passed or failed, gives way to one note: the student's code ran inside
+the test cell, where it can read the cell's source (``In[-1]``) and print it in any form,
+so no filter on what it printed would do. Cells without hidden tests, and the scores
+nbgrader shows, are left as they are.
 
-``config_lines(hide)`` gives the nbgrader configuration lines that switch it on, to append
-to a course's ``nbgrader_config.py``. The delimiters are those of nbgrader's
+Student HTML is cleaned on every page, hidden tests or not: ``HTMLExporter.sanitize_html``
+runs the ``text/html`` and ``text/markdown`` outputs through the ``clean_html`` filter and
+leaves out JavaScript outputs and widgets. nbgrader's feedback template renders markdown
+cells (and grader comments) without that filter, as ``markdown2html | strip_files_prefix``,
+so ``strip_files_prefix`` is replaced by one that cleans too. Both use ``clean_html`` here,
+which keeps headings, paragraphs, tables and images that nbconvert's own would show as
+escaped tags; scripts, event handlers and ``javascript:`` links are shown as text or dropped.
+
+``config_lines(hide)`` gives the nbgrader configuration lines that switch all this on, to
+append to a course's ``nbgrader_config.py``. The delimiters are those of nbgrader's
 ``ClearHiddenTests`` (configured there, or on ``HideHiddenTests`` itself).
 """
 
@@ -19,6 +30,9 @@ from __future__ import annotations
 
 import re
 
+import bleach
+from nbconvert import filters
+from nbformat.v4 import new_output
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 from traitlets import List
@@ -27,6 +41,24 @@ from traitlets import List
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 TRACEBACK_NOTE = "(This cell has hidden tests: the traceback is not shown.)"
+OUTPUT_NOTE = "(This cell has hidden tests: its output is not shown.)"
+MESSAGE_NOTE = "(message not shown: it quotes a hidden test line)"
+
+# What student HTML may keep on a feedback page: markup, no scripts, no event handlers,
+# links and images by http(s) (mailto for links) or relative URL only.
+HTML_TAGS = bleach.ALLOWED_TAGS | {
+    *("p", "br", "hr", "div", "span", "pre", "h1", "h2", "h3", "h4", "h5", "h6"),
+    *("img", "table", "caption", "thead", "tbody", "tfoot", "tr", "th", "td"),
+    *("sub", "sup", "del", "s", "u", "kbd", "dl", "dt", "dd", "details", "summary"),
+}
+HTML_ATTRIBUTES = {
+    "*": ["class", "id", "title"],
+    "a": ["href"],
+    "img": ["src", "alt", "width", "height"],
+    "th": ["colspan", "rowspan"],
+    "td": ["colspan", "rowspan"],
+}
+URL_SCHEMES = {"http", "https", "mailto"}
 
 
 def placeholder(count: int, cell_type: str = "code", indent: str = "") -> str:
@@ -89,30 +121,60 @@ class HideHiddenTests(ClearHiddenTests):
         if not utils.is_grade(cell):
             self.log.warning("Hidden tests in cell %d, which is not a grade cell", cell_index)
         cell.source = source
-        secret = {_plain(line).strip() for line in hidden} - {""}
-        for output in cell.get("outputs", []):
-            if output.output_type == "error":
-                first = f"{output.ename}: {output.evalue}" if output.evalue else output.ename
-                output.traceback = [first, TRACEBACK_NOTE]
-            elif output.output_type == "stream":
-                lines = output.text.split("\n")
-                output.text = "\n".join(x for x in lines if _plain(x).strip() not in secret)
+        if "outputs" in cell:
+            cell.outputs = hide_outputs(cell.outputs, hidden)
         return cell, resources
+
+
+def hide_outputs(outputs: list, hidden: list[str]) -> list:
+    """A hidden-test cell's outputs: its errors without traceback, the rest one note."""
+    secret = {_plain(line).strip() for line in hidden} - {""}
+    errors = [
+        _hide_traceback(output, secret) for output in outputs if output.output_type == "error"
+    ]
+    if len(errors) == len(outputs):
+        return errors
+    return [new_output("stream", name="stdout", text=f"{OUTPUT_NOTE}\n"), *errors]
+
+
+def _hide_traceback(error, secret: set[str]):
+    if any(line in _plain(error.evalue) for line in secret):
+        error.evalue = MESSAGE_NOTE
+    first = f"{error.ename}: {error.evalue}" if error.evalue else error.ename
+    error.traceback = [first, TRACEBACK_NOTE]
+    return error
 
 
 def _plain(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+def clean_html(html: str) -> str:
+    """``html`` without scripts, event handlers or unsafe links; other tags it does not
+    allow are shown as text."""
+    return bleach.clean(
+        str(html), tags=HTML_TAGS, attributes=HTML_ATTRIBUTES, protocols=URL_SCHEMES
+    )
+
+
+def strip_files_prefix(html: str) -> str:
+    """nbconvert's ``strip_files_prefix`` filter, then ``clean_html``."""
+    return clean_html(filters.strip_files_prefix(html))
+
+
 def config_lines(hide: bool = True) -> list[str]:
-    """nbgrader configuration lines that make ``generate_feedback`` hide hidden tests.
+    """nbgrader configuration lines that make ``generate_feedback`` clean student HTML and
+    hide hidden tests.
 
     They go after ``c = get_config()`` in a course's ``nbgrader_config.py``. With
-    ``hide=False`` there is nothing to add: feedback shows the notebook as graded.
+    ``hide=False`` the hidden tests stay: feedback shows the notebook as graded, cleaned.
     """
-    if not hide:
-        return []
-    return [
-        "from autograde.feedback import HideHiddenTests",
-        "c.GenerateFeedback.preprocessors.append(HideHiddenTests)",
+    page_filters = {name: f"{__name__}.{name}" for name in ("clean_html", "strip_files_prefix")}
+    lines = [
+        "c.HTMLExporter.sanitize_html = True",
+        f"c.HTMLExporter.filters = {page_filters!r}",
     ]
+    if hide:
+        lines.append("from autograde.feedback import HideHiddenTests")
+        lines.append("c.GenerateFeedback.preprocessors.append(HideHiddenTests)")
+    return lines

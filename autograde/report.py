@@ -3,8 +3,9 @@ a histogram of each assignment's scores.
 
 Feedback pages are nbgrader's ``generate_feedback`` run on the graded notebooks kept in
 ``OUT/autograded/``, one run per assignment in a course folder of its own; unless the
-instructor asks otherwise they leave out the hidden tests (`autograde.feedback`). A page
-once written is kept: a run that is stopped and started again writes only the missing ones.
+instructor asks otherwise they leave out the hidden tests, and student HTML on them is
+always cleaned (`autograde.feedback`). A page once written is kept: a run that is stopped
+and started again writes only the missing ones.
 """
 
 from __future__ import annotations

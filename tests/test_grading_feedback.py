@@ -1,17 +1,27 @@
-"""Feedback pages without hidden test source: the preprocessor, and nbgrader running it."""
+"""Feedback pages without hidden test source nor live student HTML: the preprocessor, the
+HTML cleaning, and nbgrader running them."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import html
 import re
+from html.parser import HTMLParser
 
 import nbformat
 from conftest import TOY, edit_cell
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from traitlets.config import Config
 
-from autograde.feedback import TRACEBACK_NOTE, HideHiddenTests, config_lines
+from autograde.feedback import (
+    MESSAGE_NOTE,
+    OUTPUT_NOTE,
+    TRACEBACK_NOTE,
+    HideHiddenTests,
+    clean_html,
+    config_lines,
+)
 from autograde.workspace import CourseFolder, run
 
 VISIBLE = 'assert mul(2, 3) == 6, "mul(2, 3) should be 6"'
@@ -159,20 +169,48 @@ def test_markdown_placeholders_are_not_headings():
     assert _hide(nb).cells[0].source == "Answer:\n(1 hidden test line not shown)"
 
 
-def test_stream_lines_repeating_hidden_source_are_dropped():
-    # A warning raised by a hidden test prints the line that raised it.
-    warning = new_output(
-        "stream",
-        name="stderr",
-        text="<ipython-input>:3: UserWarning: slow\n  \x1b[1massert mul(0, 9) == 0\x1b[0m\n",
+def _test_cell(*outputs) -> nbformat.NotebookNode:
+    cell = new_code_cell(TEST_SOURCE, metadata=_grade_meta("t"), outputs=list(outputs))
+    return _hide(new_notebook(cells=[cell])).cells[0]
+
+
+# Code under test can read the running cell's source (``In[-1]``) and print it in any form.
+ENCODED = base64.b64encode(TEST_SOURCE.encode()).decode()
+LEAKS = [
+    new_output("stream", name="stdout", text=f"done\n{ENCODED}\n"),
+    new_output("stream", name="stderr", text=TEST_SOURCE[::-1]),
+    new_output("display_data", data={"text/plain": "\n".join(TEST_SOURCE)}),
+    new_output("execute_result", data={"text/html": f"<p>{ENCODED}</p>"}, execution_count=5),
+]
+
+
+def test_a_failing_hidden_test_cell_shows_a_note_instead_of_its_output():
+    error = new_output(
+        "error", ename="AssertionError", evalue="mul(-2, 4) is wrong", traceback=TRACEBACK
     )
-    printed = new_output("stream", name="stdout", text="done\n")
-    nb = new_notebook(
-        cells=[new_code_cell(TEST_SOURCE, metadata=_grade_meta("t"), outputs=[warning, printed])]
-    )
-    stderr, stdout = _hide(nb).cells[0].outputs
-    assert stderr.text == "<ipython-input>:3: UserWarning: slow\n"
-    assert stdout.text == "done\n"
+    cell = _test_cell(*copy.deepcopy(LEAKS), error)
+    note, shown = cell.outputs
+    assert note == new_output("stream", name="stdout", text=f"{OUTPUT_NOTE}\n")
+    assert (shown.ename, shown.evalue) == ("AssertionError", "mul(-2, 4) is wrong")
+
+
+def test_a_passing_hidden_test_cell_shows_a_note_instead_of_its_output():
+    cell = _test_cell(*copy.deepcopy(LEAKS))
+    assert cell.outputs == [new_output("stream", name="stdout", text=f"{OUTPUT_NOTE}\n")]
+
+
+def test_a_hidden_test_cell_without_output_gets_no_note():
+    assert _test_cell().outputs == []
+
+
+def test_an_error_message_quoting_a_hidden_line_is_not_shown():
+    # e.g. an assert without a message under pytest-style rewriting, or code that raises
+    # with the test's source in its message.
+    evalue = "failed: \x1b[1massert mul(0, 9) == 0\x1b[0m"
+    error = new_output("error", ename="AssertionError", evalue=evalue, traceback=TRACEBACK)
+    (shown,) = _test_cell(error).outputs
+    assert (shown.ename, shown.evalue) == ("AssertionError", MESSAGE_NOTE)
+    assert shown.traceback == [f"AssertionError: {MESSAGE_NOTE}", TRACEBACK_NOTE]
 
 
 def test_delimiters_follow_the_clear_hidden_tests_config():
@@ -183,70 +221,193 @@ def test_delimiters_follow_the_clear_hidden_tests_config():
     assert hidden == "a = 1\n# (1 hidden test line not shown)"
 
 
+def _configured(hide: bool) -> Config:
+    c = Config()
+    exec("\n".join(config_lines(hide)), {"c": c})
+    return c
+
+
 def test_config_lines_add_the_preprocessor_to_generate_feedback():
     from nbgrader.converters import GenerateFeedback
 
-    assert config_lines(False) == []
-    c = Config()
-    exec("\n".join(config_lines(True)), {"c": c})
-    preprocessors = GenerateFeedback(config=c).preprocessors
+    preprocessors = GenerateFeedback(config=_configured(True)).preprocessors
     assert preprocessors[-1] is HideHiddenTests
     assert len(preprocessors) == len(GenerateFeedback(config=Config()).preprocessors) + 1
+    assert HideHiddenTests not in GenerateFeedback(config=_configured(False)).preprocessors
+
+
+def test_clean_html_keeps_markup_but_not_scripts():
+    page = (
+        '<h2 id="t">Title</h2><p>See <a href="https://x.org">x</a> <img src="a.png" alt="a">'
+        "</p><table><thead><tr><th>n</th></tr></thead><tbody><tr><td>1</td></tr></tbody>"
+        "</table>"
+    )
+    assert clean_html(page) == page
+    assert clean_html("<script>alert(1)</script>") == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert clean_html("<img src=x onerror=alert(1)>") == '<img src="x">'
+    assert clean_html('<a href=" JavaScript:alert(1)">a</a>') == "<a>a</a>"
+    assert clean_html('<a href="data:text/html,<b>">a</a>') == "<a>a</a>"
+
+
+def test_config_lines_sanitize_html_with_or_without_hidden_tests():
+    for hide in (True, False):
+        assert _configured(hide).HTMLExporter.sanitize_html is True
 
 
 # --- nbgrader -----------------------------------------------------------------------------
 
 
-def _page_text(path) -> str:
+def _page_text_of(page: str) -> str:
     """What a reader sees on a feedback page: its body without tags or scripts."""
-    page = path.read_text()
     body = page[page.find("<body") :]
     body = re.sub(r"<(script|style)\b.*?</\1>", "", body, flags=re.S)
     return html.unescape(re.sub(r"<[^>]+>", "", body))
 
 
-def test_feedback_pages_hide_hidden_tests(toy_course):
+def _grade(course, toy_course, students: dict[str, dict[str, str]], extra_cells=()) -> None:
+    """nbgrader grades in ``course`` each student's toy notebook, whose ``add`` and ``mul``
+    cells hold the student's sources and which ends with ``extra_cells``."""
     solutions, release_dir = toy_course
     release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    course.add_source(TOY, solutions)
+    course.generate(TOY)
+    for student, cells in students.items():
+        dest = course.root / "submitted" / student / TOY / f"{TOY}.ipynb"
+        edit_cell(release_nb, "add", cells.get("add", "def add(a, b):\n    return a + b\n"), dest)
+        edit_cell(dest, "mul", cells["mul"])
+        nb = nbformat.read(dest, as_version=4)
+        nb.cells += copy.deepcopy(list(extra_cells))
+        nbformat.write(nb, dest)
+    graded = run(["autograde", TOY, "--force"], cwd=course.root)
+    for student in students:
+        notebook = course.root / "autograded" / student / TOY / f"{TOY}.ipynb"
+        assert notebook.is_file(), graded.output[-4000:]
+
+
+def _feedback(course, students, hide: bool) -> dict[str, str]:
+    """Each student's feedback page (its HTML), made as ``write_feedback`` makes it."""
+    config = course.root / "nbgrader_config.py"
+    base = config.read_text()
+    config.write_text(base + "".join(f"{line}\n" for line in config_lines(hide)))
+    try:
+        made = run(["generate_feedback", TOY, "--force"], cwd=course.root)
+    finally:
+        config.write_text(base)
+    assert made.returncode == 0, made.output[-4000:]
+    return {
+        student: (course.root / "feedback" / student / TOY / f"{TOY}.html").read_text()
+        for student in students
+    }
+
+
+def test_feedback_pages_hide_hidden_tests(toy_course):
     # amy's mul passes the visible test and fails the hidden one; ben's fails the visible
     # one, whose traceback would quote the hidden lines next to it.
-    students = {"amy": "return 6 if (a, b) == (2, 3) else 0", "ben": "return a + b"}
+    students = {
+        "amy": {"mul": "def mul(a, b):\n    return 6 if (a, b) == (2, 3) else 0\n"},
+        "ben": {"mul": "def mul(a, b):\n    return a + b\n"},
+    }
     with CourseFolder() as course:
-        course.add_source(TOY, solutions)
-        course.generate(TOY)
-        for student, mul in students.items():
-            dest = course.root / "submitted" / student / TOY / f"{TOY}.ipynb"
-            edit_cell(release_nb, "add", "def add(a, b):\n    return a + b\n", dest)
-            edit_cell(dest, "mul", f"def mul(a, b):\n    {mul}\n")
-        graded = run(["autograde", TOY, "--force"], cwd=course.root)
-        for student in students:
-            notebook = course.root / "autograded" / student / TOY / f"{TOY}.ipynb"
-            assert notebook.is_file(), graded.output[-4000:]
-
-        config = course.root / "nbgrader_config.py"
-        base = config.read_text()
-
-        def feedback(hide: bool) -> dict[str, str]:
-            config.write_text(base + "".join(f"{line}\n" for line in config_lines(hide)))
-            made = run(["generate_feedback", TOY, "--force"], cwd=course.root)
-            assert made.returncode == 0, made.output[-4000:]
-            return {
-                student: _page_text(course.root / "feedback" / student / TOY / f"{TOY}.html")
-                for student in students
-            }
-
+        _grade(course, toy_course, students)
         # As graded, the hidden tests are there to read: what the option takes away.
-        for page in feedback(hide=False).values():
+        for page in _feedback(course, students, hide=False).values():
+            page = _page_text_of(page)
             assert "assert mul(-2, 4) == -8" in page and "add(-1, 1)" in page
 
-        pages = feedback(hide=True)
-        for student, page in pages.items():
-            for secret in ("add(-1, 1)", "mul(-2, 4)", "HIDDEN TESTS"):
-                assert secret not in page, f"{secret!r} on {student}'s feedback page"
-            assert "Score: 1.0 / 3.0" in page
-            assert re.search(r"Grade cell: test_add\s+Score: 1\.0 / 1\.0", page)
-            assert re.search(r"Grade cell: test_mul\s+Score: 0\.0 / 2\.0", page)
-            assert "AssertionError" in page and TRACEBACK_NOTE in page
-            assert page.count("(1 hidden test line not shown)") == 2
-            assert VISIBLE in page
-        assert "AssertionError: mul(2, 3) should be 6" in pages["ben"]
+        pages = {s: _page_text_of(p) for s, p in _feedback(course, students, hide=True).items()}
+    for student, page in pages.items():
+        for secret in ("add(-1, 1)", "mul(-2, 4)", "HIDDEN TESTS"):
+            assert secret not in page, f"{secret!r} on {student}'s feedback page"
+        assert "Score: 1.0 / 3.0" in page
+        assert re.search(r"Grade cell: test_add\s+Score: 1\.0 / 1\.0", page)
+        assert re.search(r"Grade cell: test_mul\s+Score: 0\.0 / 2\.0", page)
+        assert "AssertionError" in page and TRACEBACK_NOTE in page
+        assert page.count("(1 hidden test line not shown)") == 2
+        assert VISIBLE in page
+    assert "AssertionError: mul(2, 3) should be 6" in pages["ben"]
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+# Called by a test cell, a student's function can read that cell (``In[-1]``), hidden tests
+# included, and print it past any filter on hidden lines: base64 line by line, or reversed.
+LEAKY_ADD = """\
+import base64
+def add(a, b):
+    for line in In[-1].splitlines():
+        print(base64.b64encode(line.encode()).decode())
+    return a + b
+"""
+LEAKY_MUL = """\
+def mul(a, b):
+    print(In[-1][::-1])
+    return 6 if (a, b) == (2, 3) else 0
+"""
+LEAKS_OF_HIDDEN_LINES = [
+    _b64("assert add(-1, 1) == 0"),  # test_add, which passes
+    "assert mul(-2, 4) == -8"[::-1],  # test_mul, which fails
+]
+
+ATTACK = (
+    "<p>Eve says {}</p><script>alert('{}')</script><img src=x onerror=alert(1)>"
+    '<a href="javascript:alert(2)">a link</a>\n\n[a markdown link](javascript:alert(3))'
+)
+HARMLESS = ["Eve's notes", "Eve says html", "Eve says markdown", "Eve says result"]
+XSS_CELLS = [
+    new_markdown_cell("Eve's notes\n\n" + ATTACK.format("nothing", "md")),
+    new_code_cell(
+        "from IPython.display import HTML, Markdown, display\n"
+        f"display(HTML({ATTACK.format('html', 'html')!r}))\n"
+        f"display(Markdown({ATTACK.format('markdown', 'markdown')!r}))\n"
+        f"HTML({ATTACK.format('result', 'result')!r})\n"
+    ),
+]
+
+
+class _LiveScript(HTMLParser):
+    """Student script that a browser would run on a page: ``alert`` in a script element,
+    on* handlers, javascript: URLs (escaped text showing them is harmless)."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+        self._tag = ""
+
+    def handle_starttag(self, tag, attrs):
+        self._tag = tag
+        for name, value in attrs:
+            url = re.sub(r"[\x00-\x20]+", "", value or "").lower()
+            if name.startswith("on") or url.startswith("javascript:"):
+                self.found.append(f"<{tag} {name}={value!r}>")
+
+    def handle_data(self, data):
+        if self._tag == "script" and "alert(" in data:
+            self.found.append(f"<script>{data}")
+
+
+def _live_script(page: str) -> list[str]:
+    parser = _LiveScript()
+    parser.feed(page)
+    return parser.found
+
+
+def test_feedback_pages_neither_run_student_html_nor_show_test_cell_output(toy_course):
+    students = {"eve": {"add": LEAKY_ADD, "mul": LEAKY_MUL}}
+    with CourseFolder() as course:
+        _grade(course, toy_course, students, extra_cells=XSS_CELLS)
+        pages = {hide: _feedback(course, students, hide)["eve"] for hide in (False, True)}
+    # Shown as graded, the printed hidden tests are there: the attack works.
+    for leak in LEAKS_OF_HIDDEN_LINES:
+        assert leak in _page_text_of(pages[False])
+    for hide, page in pages.items():
+        assert _live_script(page) == [], f"hide={hide}"
+        text = _page_text_of(page)
+        for harmless in HARMLESS:
+            assert harmless in text, f"{harmless!r} missing with hide={hide}"
+        assert "Grade cell: test_mul" in text
+    text = _page_text_of(pages[True])
+    for leak in LEAKS_OF_HIDDEN_LINES:
+        assert leak not in text
+    assert text.count(OUTPUT_NOTE) == 2
