@@ -184,6 +184,9 @@ def _ungradable(student, assignment, folder, release: Path, book: Gradebook) -> 
     row = Row(student, assignment, 0.0, book.max_score(assignment), "ok")
     if not STUDENT_ID.match(student):
         return row.failed("invalid-student-id", "ids are letters, digits and _.@+- only")
+    unsafe = submission.folder_problem(folder) if folder else None
+    if unsafe:
+        return row.failed("refused-file", unsafe)
     expected = sorted((release / assignment).glob("*.ipynb"))
     handed_in = {nb.name for nb in folder.glob("*.ipynb")} if folder else set()
     if not handed_in & {nb.name for nb in expected}:
@@ -193,7 +196,10 @@ def _ungradable(student, assignment, folder, release: Path, book: Gradebook) -> 
         if release_nb.name not in handed_in:
             continue  # a notebook not handed in scores 0 in nbgrader: no reason to refuse
         try:
-            nb = notebooks.read(folder / release_nb.name)
+            text = submission.read_handed_in(folder / release_nb.name)
+            nb = notebooks.parse(text, folder / release_nb.name)
+        except submission.RefusedFile as err:
+            return row.failed("refused-file", str(err))
         except notebooks.NotebookError as err:
             return row.failed("invalid-notebook", str(err).replace(str(folder) + "/", ""))
         problem = submission.structure_problem(nb, notebooks.read(release_nb))

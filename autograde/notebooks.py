@@ -25,16 +25,26 @@ class NotebookError(RuntimeError):
 
 def read(path: Path) -> nbformat.NotebookNode:
     """Read and validate a notebook, with an error that names the file."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as err:
+        msg = f"{path}: not a readable notebook ({type(err).__name__}: {err})"
+        raise NotebookError(msg) from err
+    return parse(text, path)
+
+
+def parse(text: bytes | str, name: str | Path) -> nbformat.NotebookNode:
+    """Validate a notebook's bytes (read by the caller), with an error that names `name`."""
     import nbformat
 
     try:
-        nb = nbformat.read(str(path), as_version=4)
+        nb = nbformat.reads(text, as_version=4)
         nbformat.validate(nb)
     except nbformat.ValidationError as err:
-        raise NotebookError(f"{path}: not a valid notebook ({err.message})") from err
+        raise NotebookError(f"{name}: not a valid notebook ({err.message})") from err
     except Exception as err:  # a submission can be any bytes: never let one crash a run
         raise NotebookError(
-            f"{path}: not a readable notebook ({type(err).__name__}: {err})"
+            f"{name}: not a readable notebook ({type(err).__name__}: {err})"
         ) from err
     return nb
 

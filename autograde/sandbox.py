@@ -30,9 +30,11 @@ import json
 import os
 import resource
 import shutil
+import signal
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,48 +187,111 @@ class SandboxUser:
     """An unprivileged user id for one worker's kernels, held (by a lock file) until
     `release()`: two grading runs on one machine never share a user, so neither one's
     clean-up (kill every process of its user) can touch the other's kernels. Ids come from
-    `base` upwards, skipping every id the machine has an account for."""
+    `base` upwards, skipping every id the machine has an account for.
 
-    LOCKS = Path(tempfile.gettempdir())
+    The lock files live in a folder only root may enter (`lock_folder`), never in the
+    shared /tmp where a kernel could plant a symlink or a file at the next lock's path; they
+    are opened without following a link and without truncating anything."""
+
+    FOLDER_NAME = "twin-gpt-sandbox-locks"
+
+    @classmethod
+    def lock_folder(cls) -> Path:
+        """/run/twin-gpt-sandbox-locks (or the temporary folder's, without /run), made
+        root's alone; an error if someone else made it first."""
+        base = Path("/run") if os.access("/run", os.W_OK) else Path(tempfile.gettempdir())
+        folder = base / cls.FOLDER_NAME
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise RuntimeError(
+                f"{folder} is not a folder of this user's (a link or someone else's): remove "
+                "it; the grader keeps its sandbox locks there"
+            )
+        if info.st_mode & 0o077:
+            folder.chmod(0o700)
+        return folder
 
     def __init__(self, base: int = 61000, tries: int = 1000):
         import fcntl
         import pwd
 
         used = {p.pw_uid for p in pwd.getpwall()}
+        folder = self.lock_folder()
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         for uid in range(base, base + tries):
             if uid in used:
                 continue
-            handle = open(self.LOCKS / f"twin-gpt-sandbox-{uid}.lock", "w")  # noqa: SIM115
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fd = os.open(folder / f"{uid}.lock", flags, 0o600)
+            except OSError:  # a link or something else than a file: not ours, skip the id
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # another worker, in this run or another, has it
-                handle.close()
+                os.close(fd)
                 continue
             self.uid = self.gid = uid
-            self._handle = handle
+            self._fd = fd
             return
         raise RuntimeError(f"no free sandbox user id in {base}..{base + tries - 1}")
 
     def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing the file drops the lock
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file drops the lock
+            self._fd = None
 
 
-def kill_user(uid: int, wait: float = 5.0) -> int:
-    """Kill every process of `uid` (what a kernel left behind: forks, sleepers) and wait up
-    to `wait` seconds for them to be gone; the number killed."""
+def _kill_all_as(uid: int) -> bool:
+    """kill(-1, SIGKILL) from a child running as `uid`: every process of that user at once
+    (a fork in progress cannot slip through, unlike one pid at a time). True if there was
+    any process to signal."""
+    pid = os.fork()
+    if pid == 0:
+        code = 2
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            os.kill(-1, signal.SIGKILL)  # all processes this user may signal, but itself
+            code = 0
+        except ProcessLookupError:
+            code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise RuntimeError(f"could not signal the processes of sandbox user {uid}")
+    return code == 0
+
+
+def _live_processes(uid: int) -> list[int]:
     import psutil
 
-    victims = []
-    for proc in psutil.process_iter(["uids"]):
-        with contextlib.suppress(psutil.Error):
-            if proc.info["uids"] and proc.info["uids"].real == uid:
-                proc.kill()
-                victims.append(proc)
-    psutil.wait_procs(victims, timeout=wait)
-    return len(victims)
+    found = []
+    for proc in psutil.process_iter(["uids", "status"]):
+        uids = proc.info["uids"]
+        if uids and uids.real == uid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.pid)
+    return found
+
+
+def kill_user(uid: int, wait: float = 10.0) -> int:
+    """Kill every process of `uid` (what a kernel left behind: forks, sleepers, a process
+    that keeps forking), round after round until none is left; the number of rounds that
+    found some. An error if some still run after `wait` seconds."""
+    deadline = time.monotonic() + wait
+    rounds = 0
+    while _kill_all_as(uid):
+        rounds += 1
+        time.sleep(0.01)  # the killed become zombies until their parents reap them
+        if not _live_processes(uid) and not _live_processes(uid):
+            return rounds
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes of sandbox user {uid} still run after {wait:g} s")
+    return rounds
 
 
 # --- set-up done by the grader -----------------------------------------------------------------

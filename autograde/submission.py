@@ -9,7 +9,10 @@ or processes ran out).
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import Counter
+from pathlib import Path
 
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"  # nbgrader's
 # Statuses of a grades.csv row. Any status but "ok" comes with a score of 0.
@@ -22,12 +25,54 @@ STATUSES = {
     "missing-cell": "a graded or answer cell of the release is gone",
     "duplicated-cell": "a graded or answer cell appears more than once",
     "test-cell-changed": "a test cell's source differs from the release",
+    "refused-file": "a link, a special file or a notebook over the size limit was handed in",
     "timeout": "a cell ran past the cell time limit, or the notebook past its own",
     "memory-limit": "the kernel ran out of its memory (address-space) limit",
     "process-limit": "the kernel hit its limit on processes and threads",
     "kernel-died": "the kernel died while the notebook ran (os._exit, a crash)",
     "error": "grading failed for another reason: see the log",
 }
+
+
+MAX_NOTEBOOK_MB = 20  # a notebook larger than this is refused before it is parsed
+
+
+class RefusedFile(ValueError):
+    """A handed-in file the grader will not read: a link, a special file, too large."""
+
+
+def read_handed_in(path: Path, max_mb: float = MAX_NOTEBOOK_MB) -> bytes:
+    """The bytes of a handed-in file, read without following a link: a regular file of at
+    most `max_mb` MB, or RefusedFile naming what it is."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        kind = "a symbolic link" if Path(path).is_symlink() else f"unreadable ({err.strerror})"
+        raise RefusedFile(f"{Path(path).name} is {kind}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise RefusedFile(f"{Path(path).name} is not a regular file")
+        limit = int(max_mb * 2**20)
+        data = fh.read(limit + 1)
+        if len(data) > limit:
+            raise RefusedFile(f"{Path(path).name} is larger than {max_mb:g} MB")
+        return data
+
+
+def folder_problem(folder: Path) -> str | None:
+    """What makes a submission folder unsafe to read (a link to another folder, or a link
+    or special file inside it); None when it holds only folders and regular files."""
+    for path in (folder.parent, folder):
+        if path.is_symlink():
+            return f"{path.name}/ is a symbolic link"
+    for entry in sorted(folder.rglob("*")):
+        mode = entry.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            return f"{entry.relative_to(folder)} is a symbolic link"
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            return f"{entry.relative_to(folder)} is not a regular file"
+    return None
 
 
 def _nbgrader(cell) -> dict:

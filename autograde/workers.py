@@ -93,10 +93,16 @@ class Worker:
         dest = root / "submitted" / student / assignment
         shutil.rmtree(dest, ignore_errors=True)
         dest.mkdir(parents=True)
-        for nb in folder.glob("*.ipynb"):
-            shutil.copy2(nb, dest / nb.name)
+        # Read without following links (checked before, read safely again here).
+        names = [nb.name for nb in folder.glob("*.ipynb")]
         if (folder / "timestamp.txt").is_file():
-            shutil.copy2(folder / "timestamp.txt", dest / "timestamp.txt")
+            names.append("timestamp.txt")
+        try:
+            for name in names:
+                (dest / name).write_bytes(submission.read_handed_in(folder / name))
+        except submission.RefusedFile as err:  # swapped for a link since it was checked
+            row = Row(student, assignment, 0.0, self.book.max_score(assignment), "ok")
+            return row.failed("refused-file", str(err))
         graded = root / "autograded" / student / assignment
         shutil.rmtree(graded, ignore_errors=True)
         sandbox.prepare_scratch(self.settings, options.release / assignment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -278,3 +279,37 @@ def test_an_ungraded_submission_is_named_from_nbgraders_log(log, status):
     from autograde.workers import failure
 
     assert failure(log)[0] == status
+
+
+def test_links_special_files_and_huge_notebooks_are_refused_unread(toy_course, tmp_path):
+    """A submission that is a link to the solution scored full marks once: the grader (root)
+    followed it. Links, a folder linked in, a FIFO and an oversized notebook are refused."""
+    solutions, release_dir = toy_course
+    source_nb = solutions / TOY / f"{TOY}.ipynb"
+    subs = tmp_path / "submissions"
+    _submit(subs, "alice", source_nb)  # an honest copy of a full answer: still full marks
+    linked = subs / "mallory" / TOY / f"{TOY}.ipynb"
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(source_nb)  # the solution itself, by a link
+    (subs / "oscar").mkdir()
+    (subs / "oscar" / TOY).symlink_to(source_nb.parent)  # the solution's folder, linked in
+    _submit(subs, "peggy", source_nb)
+    (subs / "peggy" / TOY / "notes.txt").symlink_to("/etc/hostname")  # a link beside it
+    fifo = subs / "trent" / TOY / f"{TOY}.ipynb"
+    fifo.parent.mkdir(parents=True)
+    os.mkfifo(fifo)  # reading it would block the grader for ever
+    huge = _submit(subs, "walter", release_dir / TOY / f"{TOY}.ipynb")
+    nb = json.loads(huge.read_text())
+    nb["metadata"]["padding"] = "x" * (21 * 2**20)  # valid JSON, over the 20 MB limit
+    huge.write_text(json.dumps(nb))
+    out = tmp_path / "out"
+    grade(subs, out, cell_timeout=20, timeout=120, solutions=solutions, **QUIET)
+    rows = _read_csv(out / "grades.csv")
+    assert (rows[f"alice/{TOY}"]["score"], rows[f"alice/{TOY}"]["status"]) == ("3.0", "ok")
+    for student, why in [("mallory", "symbolic link"), ("oscar", "symbolic link"),
+                         ("peggy", "notes.txt is a symbolic link"), ("trent", "not a regular"),
+                         ("walter", "larger than 20 MB")]:  # fmt: skip
+        row = rows[f"{student}/{TOY}"]
+        assert (row["score"], row["status"]) == ("0.0", "refused-file"), row
+        assert why in row["notes"], row
+    assert not (out / "feedback" / "mallory").exists()

@@ -6,6 +6,7 @@ class of 40 hostile submissions for the real chapters is in test_grading_class.p
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -526,3 +527,101 @@ def test_grading_into_a_postgresql_gradebook(toy_course, tmp_path, postgres_url)
     before = (out / "grades.csv").read_bytes()
     grade(subs, out, db=postgres_url, cell_timeout=30, solutions=solutions, **QUIET)
     assert (out / "grades.csv").read_bytes() == before
+
+
+# --- the sandbox user's lock and clean-up -------------------------------------------------
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="sandbox users exist only as root")
+
+
+@needs_root
+def test_a_planted_lock_path_neither_truncates_a_file_nor_stops_the_run(tmp_path):
+    """A kernel could plant a symlink, or a plain file, at the lock path of the next worker's
+    sandbox user; the grader (root) must not follow it, truncate it or give up."""
+    victim = tmp_path / "precious.txt"
+    victim.write_text("the instructor's file")
+    base = 62100 + os.getpid() % 500  # ids no other test or run is likely to hold
+    planted = []
+    for uid in (base, base + 1):
+        for folder in {Path(tempfile.gettempdir()), sandbox.SandboxUser.lock_folder()}:
+            path = folder / f"twin-gpt-sandbox-{uid}.lock"
+            if not path.exists() and not path.is_symlink():
+                os.symlink(victim, path) if uid == base else path.write_text("planted")
+                planted.append(path)
+    try:
+        first, second = sandbox.SandboxUser(base=base), sandbox.SandboxUser(base=base)
+        assert {first.uid, second.uid} <= set(range(base, base + 1000))
+        assert first.uid != second.uid
+        first.release(), second.release()
+    finally:
+        for path in planted:
+            path.unlink(missing_ok=True)
+    assert victim.read_text() == "the instructor's file", "the grader truncated a planted link"
+    folder = sandbox.SandboxUser.lock_folder()
+    info = folder.lstat()
+    assert info.st_uid == 0 and not info.st_mode & 0o077, "the lock folder is not root's alone"
+
+
+def _fork_chain(uid: int, seconds: float = 20.0) -> None:
+    """A process of `uid` that forks a child and exits, over and over, for at most `seconds`
+    (at most a few thousand generations): its pid changes all the time."""
+    child = os.fork()
+    if child:
+        os.waitpid(child, 0)  # it leaves at once: the chain belongs to init, not to pytest
+        return
+    try:
+        if os.fork():
+            os._exit(0)
+        try:
+            os.setsid()
+            os.setgid(uid)
+            os.setuid(uid)
+            deadline = time.monotonic() + seconds
+            for _ in range(5000):
+                if time.monotonic() > deadline:
+                    break
+                if os.fork() != 0:
+                    os._exit(0)  # the parent leaves: the chain lives on in its child
+                time.sleep(0.01)
+        finally:
+            os._exit(0)
+    finally:
+        os._exit(0)
+
+
+def _processes_of(uid: int, looks: int = 20) -> list[int]:
+    """Live processes of `uid`, looked for up to `looks` times 10 ms apart (a chain's
+    process lives a few milliseconds: one look may fall between two of them)."""
+    for _ in range(looks):
+        found = []
+        for proc in psutil.process_iter(["uids", "status"]):
+            uids = proc.info["uids"]
+            if uids and uids.real == uid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        if found:
+            return found
+        time.sleep(0.01)
+    return []
+
+
+@needs_root
+def test_a_fork_chain_left_behind_is_killed_to_the_last_process():
+    user = sandbox.SandboxUser(base=62700 + os.getpid() % 200)
+    try:
+        for _ in range(3):  # three chains, as a kernel could leave
+            _fork_chain(user.uid)
+        time.sleep(0.5)
+        assert _processes_of(user.uid), "the fork chain did not start"
+        sandbox.kill_user(user.uid)
+        time.sleep(1.0)  # a chain that survived has forked again by now
+        left = _processes_of(user.uid)
+        assert left == [], f"processes of the sandbox user left running: {left}"
+    finally:
+        for _ in range(50):  # never leave a chain behind, even when the test fails
+            if not _processes_of(user.uid):
+                break
+            for pid in _processes_of(user.uid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        user.release()
