@@ -28,6 +28,7 @@ def _defaults(function) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     from .grade import grade
+    from .gradebook import DB_VARIABLE, gradebook_url
     from .sandbox import Limits
 
     grade_defaults, limit_defaults = _defaults(grade), _defaults(Limits)
@@ -61,8 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         help=f"seconds per cell (default {grade_defaults['cell_timeout']})",
     )
     p_grade.add_argument(
-        "--db", default=None, help="gradebook URL, e.g. postgresql://user:pw@host/name "
-        "(default: SQLite in OUT/gradebook.db)",
+        "--db", default=None, help="gradebook URL without a password, e.g. "
+        "postgresql://grader@host/name; the password comes from ~/.pgpass or PGPASSFILE "
+        f"(libpq), or give the whole URL in ${DB_VARIABLE} (default: SQLite in "
+        "OUT/gradebook.db)",
     )  # fmt: skip
     options = [
         ("--workers", int, "submissions graded at once (default: cores + 1, up to 4)"),
@@ -85,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     p_grade.add_argument(
         "--show-hidden-tests", action="store_true", help="feedback shows hidden test source"
     )
+    p_grade.add_argument(
+        "--unsafe-no-sandbox", action="store_true", help="grade even where this machine "
+        "gives student kernels no sandbox (they then run with your rights); every row and "
+        "feedback page says so",
+    )  # fmt: skip
     p_grade.add_argument(
         "--no-preload", action="store_true", help="kernels import numpy, PyTorch and "
         "TensorFlow each on their own (slower; saves ~700 MB per worker)",
@@ -130,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = grade(
                 args.submissions,
                 args.out,
-                db=args.db,
+                db=gradebook_url(args.db),
                 workers=args.workers,
                 timeout=args.timeout,
                 cell_timeout=args.cell_timeout,
@@ -139,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 roster=args.roster,
                 due=args.due,
                 preload=not args.no_preload,
+                unsafe_no_sandbox=args.unsafe_no_sandbox,
                 log=log,
             )
         except (FileNotFoundError, ValueError, RuntimeError) as err:

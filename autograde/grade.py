@@ -24,10 +24,12 @@ plots); `autograde.options.GradeOptions` carries the run's settings to them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import forkserver, notebooks, submission
@@ -35,7 +37,7 @@ from .gradebook import Gradebook, default_url, make_private, parse_due, read_ros
 from .grades import FIELDS, GRADES, STUDENT_ID, Row, read_grades, write_grades
 from .options import GradeOptions
 from .report import plot_scores, write_feedback
-from .sandbox import Limits
+from .sandbox import Limits, isolation
 from .workers import Submission, run_workers
 from .workspace import REPO, SOLUTIONS, CourseFolder, assignments
 
@@ -56,6 +58,7 @@ def grade(
     due: str | None = None,
     solutions: Path = SOLUTIONS,
     preload: bool | Sequence[str] = True,
+    unsafe_no_sandbox: bool = False,
     log=print,
 ) -> list[Row]:
     """Grade every ``<student>/<assignment>`` under ``submissions`` into ``out``.
@@ -70,7 +73,10 @@ def grade(
     every graded assignment; lateness comes from nbgrader's ``timestamp.txt`` files.
     ``preload``: each worker forks its kernels from a process that has imported numpy,
     PyTorch and TensorFlow once (`autograde.forkserver`; or the modules named), ~700 MB
-    more memory per worker for ~5 s less CPU per submission. Returns the rows of grades.csv.
+    more memory per worker for ~5 s less CPU per submission. ``unsafe_no_sandbox``: grade
+    even where the machine gives kernels no sandbox (`check_isolation`); every row's notes
+    and feedback page then say so. One run at a time may write ``out`` (a lock file there).
+    Returns the rows of grades.csv.
     """
     submissions, out, solutions = Path(submissions), Path(out), Path(solutions)
     if not submissions.is_dir():
@@ -79,8 +85,75 @@ def grade(
         raise ValueError(f"--out {out} is inside the repository; grade into another folder")
     students = read_roster(roster) if roster else []
     due_date = parse_due(due) if due else None
+    unsandboxed = check_isolation(unsafe_no_sandbox, log)
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o700)  # the gradebook holds the hidden tests: only the grader reads it
+    with run_lock(out):
+        return _grade(
+            submissions, out, solutions=solutions, students=students, roster=roster,
+            due_date=due_date, db=db, workers=workers, timeout=timeout,
+            cell_timeout=cell_timeout, limits=limits, hide_hidden_tests=hide_hidden_tests,
+            preload=preload, unsandboxed=unsandboxed, log=log,
+        )  # fmt: skip
+
+
+UNSANDBOXED_NOTE = "graded without a sandbox (--unsafe-no-sandbox)"
+
+
+def check_isolation(unsafe: bool, log) -> bool:
+    """Print what isolation this machine gives student kernels; refuse (RuntimeError) to
+    grade without all of it unless `unsafe`. True when grading goes on unsandboxed."""
+    report = isolation()
+    words = ", ".join(f"{name.replace('_', ' ')}: {'yes' if ok else 'NO'}" for name, ok in
+                      report.items())  # fmt: skip
+    log(f"sandbox for student kernels: {words}")
+    missing = [name for name, ok in report.items() if not ok]
+    if not missing:
+        return False
+    if not unsafe:
+        raise RuntimeError(
+            f"no sandbox for student kernels on this machine ({', '.join(missing)} not "
+            "available): a student's code would run as you and could rewrite the gradebook, "
+            "grades.csv and classmates' submissions. Grade as root (e.g. with sudo), or pass "
+            "--unsafe-no-sandbox to grade anyway; every row and feedback page then says so"
+        )
+    log(f"WARNING: {UNSANDBOXED_NOTE}: student code runs with your rights")
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold OUT/.grading.lock for the whole run: a second run on the same folder stops with
+    a clear error instead of both rewriting grades.csv. Opened without following a link."""
+    import fcntl
+
+    path = out / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RuntimeError(
+                f"another grading run (pid {holder}) is writing {out}: wait for it to end, "
+                "or grade into another --out folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+LOCK_FILE = ".grading.lock"
+
+
+def _grade(
+    submissions: Path, out: Path, *, solutions: Path, students: list[dict], roster,
+    due_date, db, workers, timeout, cell_timeout, limits, hide_hidden_tests, preload,
+    unsandboxed: bool, log,
+) -> list[Row]:  # fmt: skip
+    """`grade`'s work, its arguments checked and the run lock on `out` held."""
     for sub in ("logs", "autograded"):
         (out / sub).mkdir(exist_ok=True)
     db_url = db or default_url(out)
@@ -92,6 +165,8 @@ def grade(
     lock = threading.Lock()
 
     def record(row: Row) -> None:
+        if unsandboxed:
+            row = replace(row, notes="; ".join(filter(None, [UNSANDBOXED_NOTE, row.notes])))
         with lock:
             rows[row.key] = row
             write_grades(rows.values(), out / GRADES)
@@ -115,6 +190,7 @@ def grade(
             preload=forkserver.PRELOAD if preload is True else tuple(preload or ()),
             workers=workers or min(4, (os.cpu_count() or 1) + 1),
             hide_hidden_tests=hide_hidden_tests,
+            unsandboxed=unsandboxed,
         )
         for name in sorted({a for _, a in found} & known):
             main_course.add_source(name, solutions)

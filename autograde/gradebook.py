@@ -2,8 +2,9 @@
 submissions and scores, with the roster and due dates that go into it.
 
 The gradebook is ``OUT/gradebook.db`` (SQLite, readable by its owner only) unless the
-instructor names a database URL (``postgresql://user:password@host/name``). Scores come
-from it, never from nbgrader's exit code (``autograde`` exits 1 whenever any cell fails).
+instructor names a database URL (``postgresql://user@host/name``; on a command line never
+with its password, see `gradebook_url`). Scores come from it, never from nbgrader's exit
+code (``autograde`` exits 1 whenever any cell fails).
 """
 
 from __future__ import annotations
@@ -16,6 +17,33 @@ from pathlib import Path
 from .grades import STUDENT_ID
 
 SQLITE = "sqlite:///"
+
+
+DB_VARIABLE = "AUTOGRADE_DB"  # the whole gradebook URL, password included, if wanted
+
+
+def gradebook_url(given: str | None, environ=None) -> str | None:
+    """The gradebook URL of a command line: `given` (``--db``), which must hold no password
+    (every process on the machine can read a command line: libpq takes the password from
+    ~/.pgpass or PGPASSFILE), else $AUTOGRADE_DB, else None (SQLite in OUT)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if given is None:
+        return environ.get(DB_VARIABLE) or None
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(given).password
+    except Exception as err:  # sqlalchemy's ArgumentError and friends
+        raise ValueError(f"--db {given!r} is not a database URL ({err})") from None
+    if password:
+        raise ValueError(
+            "--db holds a password, which every process on this machine could read on the "
+            f"command line: put it in ~/.pgpass (or PGPASSFILE), or the whole URL in "
+            f"${DB_VARIABLE}"
+        )
+    return given
 
 
 def default_url(out: Path) -> str:

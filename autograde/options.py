@@ -24,7 +24,8 @@ class GradeOptions:
     hide: tuple[str, ...]  # folders a kernel sees as empty, unreadable ones
     preload: tuple[str, ...]  # what each worker's fork server imports; () for no server
     workers: int  # submissions graded at once
-    hide_hidden_tests: bool  # feedback leaves the hidden tests' source out
+    hide_hidden_tests: bool  # feedback leaves the hidden tests' source and output out
+    unsandboxed: bool = False  # --unsafe-no-sandbox: every feedback page says so
 
     def __post_init__(self):
         for name in ("timeout", "cell_timeout"):

@@ -44,9 +44,24 @@ def write_feedback(rows: Iterable[Row], options: GradeOptions, log: Callable[[st
             if result.returncode != 0:
                 log(f"{assignment}: generate_feedback failed; see logs/feedback__{assignment}.log")
             for made in sorted((course.root / "feedback").glob(f"*/{assignment}")):
+                if options.unsandboxed:
+                    for page in made.glob("*.html"):
+                        page.write_text(_with_banner(page.read_text(), UNSANDBOXED_BANNER))
                 target = out / "feedback" / made.parent.name / assignment
                 shutil.rmtree(target, ignore_errors=True)
                 shutil.copytree(made, target)
+
+
+UNSANDBOXED_BANNER = (
+    '<p style="border:2px solid #b00;padding:0.5em"><strong>Graded without a sandbox</strong>'
+    " (--unsafe-no-sandbox): this notebook ran with the grader's own rights.</p>"
+)
+
+
+def _with_banner(page: str, banner: str) -> str:
+    """The HTML page with `banner` first in its body."""
+    at = page.find(">", page.find("<body")) + 1 if "<body" in page else 0
+    return page[:at] + banner + page[at:]
 
 
 def plot_scores(rows: list[Row], out: Path) -> Path | None:

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from conftest import REPO, TOY, edit_cell
 
-from autograde.grade import FIELDS, grade
+from autograde.grade import FIELDS, LOCK_FILE, UNSANDBOXED_NOTE, grade, run_lock
 
 QUIET = {"log": lambda msg: None}
 
@@ -313,3 +313,48 @@ def test_links_special_files_and_huge_notebooks_are_refused_unread(toy_course, t
         assert (row["score"], row["status"]) == ("0.0", "refused-file"), row
         assert why in row["notes"], row
     assert not (out / "feedback" / "mallory").exists()
+
+
+def test_a_second_run_on_the_same_out_folder_is_refused(toy_course, tmp_path):
+    solutions, _ = toy_course
+    subs = tmp_path / "submissions"
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_lock(out):  # a first run, still grading
+        with pytest.raises(RuntimeError, match=f"another grading run .pid {os.getpid()}"):
+            grade(subs, out, solutions=solutions, **QUIET)
+    assert not (out / "grades.csv").exists(), "the second run wrote grades.csv"
+    (out / LOCK_FILE).unlink()
+    (out / LOCK_FILE).symlink_to(tmp_path / "victim")  # planted: never followed
+    with pytest.raises(OSError):
+        grade(subs, out, solutions=solutions, **QUIET)
+    assert not (tmp_path / "victim").exists()
+
+
+def test_grading_without_a_sandbox_is_refused_unless_asked_and_then_recorded(
+    toy_course, tmp_path, monkeypatch
+):
+    """Not as root (no separate user, nothing hidden), a kernel runs as the instructor: the
+    grader says so first, refuses, and with --unsafe-no-sandbox marks every row and page."""
+    import autograde.grade
+
+    monkeypatch.setattr(
+        autograde.grade,
+        "isolation",
+        lambda: {"separate_user": False, "hidden_folders": False, "no_network": True},
+    )
+    solutions, _ = toy_course
+    subs = tmp_path / "submissions"
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    out, said = tmp_path / "out", []
+    with pytest.raises(RuntimeError, match="--unsafe-no-sandbox"):
+        grade(subs, out, solutions=solutions, log=said.append)
+    assert said[0].startswith("sandbox for student kernels: separate user: NO")
+    assert not (out / "grades.csv").exists()
+    grade(subs, out, solutions=solutions, unsafe_no_sandbox=True, log=said.append)
+    row = _read_csv(out / "grades.csv")[f"alice/{TOY}"]
+    assert (row["score"], row["status"]) == ("3.0", "ok")
+    assert UNSANDBOXED_NOTE in row["notes"]
+    page = (out / "feedback" / "alice" / TOY / f"{TOY}.html").read_text()
+    assert "Graded without a sandbox" in page and "Score: 3.0 / 3.0" in page

@@ -22,6 +22,8 @@ from postgres import (
 )
 from sqlalchemy.engine import make_url
 
+from autograde.gradebook import DB_VARIABLE, gradebook_url
+
 
 @pytest.fixture(scope="module")
 def pg_url(tmp_path_factory):
@@ -176,3 +178,16 @@ def test_unavailable_says_why(tmp_path, monkeypatch):
     with pytest.raises(PostgresUnavailable, match="not root to apt-get install postgresql"):
         with postgres_server(tmp_path):
             pass
+
+
+def test_a_gradebook_password_never_comes_from_the_command_line():
+    with pytest.raises(ValueError, match="pgpass"):
+        gradebook_url("postgresql://grader:secret@127.0.0.1/book", environ={})
+    assert gradebook_url("postgresql://grader@127.0.0.1/book", environ={}) == (
+        "postgresql://grader@127.0.0.1/book"
+    )
+    from_env = {DB_VARIABLE: "postgresql://grader:secret@127.0.0.1/book"}
+    assert gradebook_url(None, environ=from_env) == from_env[DB_VARIABLE]
+    assert gradebook_url(None, environ={}) is None
+    with pytest.raises(ValueError, match="not a database URL"):
+        gradebook_url("::not a url::", environ={})

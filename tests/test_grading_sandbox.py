@@ -625,3 +625,76 @@ def test_a_fork_chain_left_behind_is_killed_to_the_last_process():
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
         user.release()
+
+
+# --- what kernels share with the machine: /tmp, /dev/shm, processes ---------------------
+
+
+def _printed(out: Path, student: str) -> str:
+    graded = nbformat.read(out / "autograded" / student / TOY / f"{TOY}.ipynb", as_version=4)
+    return "".join(
+        o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs
+    )
+
+
+@needs_isolation
+@pytest.mark.parametrize("preload", KERNEL_STARTS)
+def test_a_kernel_gets_its_own_tmp_and_shm_gone_when_it_ends(toy_course, tmp_path, preload):
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    name = f"tg-left-behind-{os.getpid()}-{time.monotonic_ns()}"
+    left = [Path("/tmp") / name, Path("/dev/shm") / name]
+    fd, marker = tempfile.mkstemp(prefix="tg-host-marker-", dir="/tmp")  # the host's own
+    os.close(fd)
+    snoop = f"""
+        import os
+        for path in {[str(p) for p in left]!r}:
+            with open(path, "w") as fh:
+                fh.write("left behind")
+            print("wrote", path)
+        print("listing", sorted(os.listdir("/tmp")))
+    """
+    try:
+        notebook = _answer(release_nb, tmp_path / "t.ipynb", ADD + textwrap.dedent(snoop))
+        _submit(subs, "mallory", notebook)
+        grade(
+            subs, out, cell_timeout=30, timeout=120, solutions=solutions, preload=preload,
+            **QUIET,
+        )  # fmt: skip
+        found = [str(path) for path in left if path.exists()]
+    finally:
+        for path in [*left, Path(marker)]:
+            path.unlink(missing_ok=True)
+    rows = _rows(out)
+    assert (rows["mallory"]["score"], rows["mallory"]["status"]) == ("3.0", "ok"), rows
+    printed = _printed(out, "mallory")
+    for path in left:  # the kernel could use both ...
+        assert f"wrote {path}" in printed, printed
+    assert found == [], f"a kernel's files outlived it on the machine: {found}"  # ... alone
+    listing = printed.split("listing ")[1].splitlines()[0]
+    assert Path(marker).name not in listing, f"the kernel saw the machine's /tmp: {listing}"
+
+
+@needs_isolation
+@pytest.mark.parametrize("preload", KERNEL_STARTS)
+def test_a_kernel_sees_only_its_own_processes(toy_course, tmp_path, preload):
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    snoop = f"""
+        import os
+        pids = [entry for entry in os.listdir("/proc") if entry.isdigit()]
+        seen = os.path.exists("/proc/{os.getpid()}/cmdline")
+        print("processes", len(pids), "grader-seen" if seen else "grader-unseen")
+    """
+    notebook = _answer(release_nb, tmp_path / "p.ipynb", ADD + textwrap.dedent(snoop))
+    _submit(subs, "mallory", notebook)
+    grade(
+        subs, out, cell_timeout=30, timeout=120, solutions=solutions, preload=preload,
+        **QUIET,
+    )  # fmt: skip
+    rows = _rows(out)
+    assert (rows["mallory"]["score"], rows["mallory"]["status"]) == ("3.0", "ok"), rows
+    words = _printed(out, "mallory").split("processes ")[1].split()
+    assert int(words[0]) <= 10 and words[1] == "grader-unseen", words
