@@ -30,6 +30,8 @@ STATUSES = {
     "memory-limit": "the kernel ran out of its memory (address-space) limit",
     "process-limit": "the kernel hit its limit on processes and threads",
     "kernel-died": "the kernel died while the notebook ran (os._exit, a crash)",
+    "output-limit": "a cell's output passed the output limit (the rest was not kept)",
+    "environment-error": "a set-up cell of the release failed: the machine's fault, not a score",
     "error": "grading failed for another reason: see the log",
 }
 
