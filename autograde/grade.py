@@ -38,7 +38,7 @@ from .grades import FIELDS, GRADES, STUDENT_ID, Row, read_grades, write_grades
 from .options import GradeOptions
 from .report import plot_scores, write_feedback
 from .sandbox import Limits, isolation
-from .workers import Submission, run_workers
+from .workers import SOLUTION_ID, Submission, run_workers
 from .workspace import REPO, SOLUTIONS, CourseFolder, assignments
 
 __all__ = ["FIELDS", "Row", "grade"]  # FIELDS and Row: what a caller reads back
@@ -59,6 +59,7 @@ def grade(
     solutions: Path = SOLUTIONS,
     preload: bool | Sequence[str] = True,
     unsafe_no_sandbox: bool = False,
+    check_solutions: bool = True,
     log=print,
 ) -> list[Row]:
     """Grade every ``<student>/<assignment>`` under ``submissions`` into ``out``.
@@ -75,8 +76,10 @@ def grade(
     PyTorch and TensorFlow once (`autograde.forkserver`; or the modules named), ~700 MB
     more memory per worker for ~5 s less CPU per submission. ``unsafe_no_sandbox``: grade
     even where the machine gives kernels no sandbox (`check_isolation`); every row's notes
-    and feedback page then say so. One run at a time may write ``out`` (a lock file there).
-    Returns the rows of grades.csv.
+    and feedback page then say so. ``check_solutions``: before any student, grade each
+    assignment's solution in the same sandbox and refuse to go on unless it earns full marks
+    with no failing cell (`autograde.workers.run_workers`). One run at a time may write
+    ``out`` (a lock file there). Returns the rows of grades.csv.
     """
     submissions, out, solutions = Path(submissions), Path(out), Path(solutions)
     if not submissions.is_dir():
@@ -93,7 +96,8 @@ def grade(
             submissions, out, solutions=solutions, students=students, roster=roster,
             due_date=due_date, db=db, workers=workers, timeout=timeout,
             cell_timeout=cell_timeout, limits=limits, hide_hidden_tests=hide_hidden_tests,
-            preload=preload, unsandboxed=unsandboxed, log=log,
+            preload=preload, unsandboxed=unsandboxed, check_solutions=check_solutions,
+            log=log,
         )  # fmt: skip
 
 
@@ -151,7 +155,7 @@ LOCK_FILE = ".grading.lock"
 def _grade(
     submissions: Path, out: Path, *, solutions: Path, students: list[dict], roster,
     due_date, db, workers, timeout, cell_timeout, limits, hide_hidden_tests, preload,
-    unsandboxed: bool, log,
+    unsandboxed: bool, check_solutions: bool, log,
 ) -> list[Row]:  # fmt: skip
     """`grade`'s work, its arguments checked and the run lock on `out` held."""
     for sub in ("logs", "autograded"):
@@ -215,8 +219,13 @@ def _grade(
         if not to_run.empty():
             # Every student is in the gradebook before two workers could both add the same
             # one (two assignments of one student at once: a UNIQUE constraint error).
-            book.add_students([{"id": sid} for sid in sorted({s for s, _, _ in to_run.queue})])
-            run_workers(to_run, options, record, log)
+            ids = sorted({s for s, _, _ in to_run.queue} | {SOLUTION_ID})
+            book.add_students([{"id": sid} for sid in ids])
+            checked = tuple(sorted({a for _, a, _ in to_run.queue})) if check_solutions else ()
+            try:
+                run_workers(to_run, options, record, log, solutions=checked)
+            finally:
+                book.remove_student(SOLUTION_ID)  # the solutions' check leaves no row
         write_feedback(rows.values(), options, log)
     write_grades(rows.values(), out / GRADES)  # also when there was nothing to grade
     for assignment in sorted({a for _, a in rows} & known):
@@ -260,6 +269,8 @@ def _ungradable(student, assignment, folder, release: Path, book: Gradebook) -> 
     row = Row(student, assignment, 0.0, book.max_score(assignment), "ok")
     if not STUDENT_ID.match(student):
         return row.failed("invalid-student-id", "ids are letters, digits and _.@+- only")
+    if student == SOLUTION_ID:
+        return row.failed("invalid-student-id", f"{SOLUTION_ID} is the grader's own id")
     unsafe = submission.folder_problem(folder) if folder else None
     if unsafe:
         return row.failed("refused-file", unsafe)

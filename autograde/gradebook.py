@@ -90,6 +90,13 @@ class Gradebook:
         with self._open() as gb:
             gb.update_or_create_assignment(assignment, duedate=due)
 
+    def remove_student(self, student: str) -> None:
+        """Remove a student and their submissions, if there."""
+        from nbgrader.api import MissingEntry
+
+        with self._open() as gb, contextlib.suppress(MissingEntry):
+            gb.remove_student(student)
+
     def add_students(self, students: list[dict]) -> None:
         with self._open() as gb:
             for student in students:

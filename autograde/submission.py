@@ -81,6 +81,11 @@ def _nbgrader(cell) -> dict:
     return cell.get("metadata", {}).get("nbgrader", {}) or {}
 
 
+def graded_id(cell) -> str | None:
+    """The nbgrader grade_id of a cell, None for a cell without one."""
+    return _nbgrader(cell).get("grade_id")
+
+
 def graded_cells(nb) -> dict[str, object]:
     """The release's cells that grading depends on: answer and test cells, by grade_id."""
     cells = {}
@@ -140,12 +145,44 @@ def _error_status(ename: str, evalue: str) -> str | None:
 
 def limit_hit(executed) -> tuple[str, str] | None:
     """(status, note) if an executed notebook shows a cell stopped by a limit; else None."""
+    for index, cell, output in errors(executed):
+        status = _error_status(output.get("ename", ""), output.get("evalue", ""))
+        if status:
+            where = _nbgrader(cell).get("grade_id") or f"cell {index + 1}"
+            return status, f"{where}: {output.get('ename')} {output.get('evalue', '')}"
+    return None
+
+
+# Errors that say the machine lacks something the release needs, wherever a locked cell
+# of the release raises them.
+_MISSING = ("ModuleNotFoundError", "ImportError")
+
+
+def errors(executed) -> list[tuple[int, object, dict]]:
+    """(index, cell, error output) of every error in an executed notebook, in order."""
+    found = []
     for index, cell in enumerate(executed.cells):
         for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            if output.get("output_type") != "error":
-                continue
-            status = _error_status(output.get("ename", ""), output.get("evalue", ""))
-            if status:
-                where = _nbgrader(cell).get("grade_id") or f"cell {index + 1}"
-                return status, f"{where}: {output.get('ename')} {output.get('evalue', '')}"
+            if output.get("output_type") == "error":
+                found.append((index, cell, output))
+    return found
+
+
+def environment_problem(executed) -> tuple[str, str] | None:
+    """("environment-error", note) when the first error of an executed notebook is in a
+    locked, ungraded cell of the release before any answer cell (set-up, data: the student
+    wrote nothing yet), or a locked cell could not import a module; else None."""
+    first_answer = next(
+        (i for i, cell in enumerate(executed.cells) if _nbgrader(cell).get("solution")),
+        len(executed.cells),
+    )
+    for position, (index, cell, output) in enumerate(errors(executed)):
+        meta = _nbgrader(cell)
+        locked_setup = meta.get("locked") and not meta.get("grade") and not meta.get("solution")
+        if locked_setup and (
+            (position == 0 and index < first_answer) or output.get("ename") in _MISSING
+        ):
+            where = meta.get("grade_id") or f"cell {index + 1}"
+            ename, evalue = output.get("ename", ""), output.get("evalue", "")
+            return "environment-error", f"set-up cell {where}: {ename} {evalue}".strip()
     return None

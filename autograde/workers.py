@@ -77,6 +77,21 @@ class Worker:
             )  # fmt: skip
             self.fork_server.start()
 
+    def _run(self, student: str, assignment: str, log: Path, graded: Path):
+        """One nbgrader autograde run of the submission in ``submitted/``, in a fresh
+        scratch folder and kernel; whatever the kernel left behind killed after it."""
+        shutil.rmtree(graded, ignore_errors=True)
+        sandbox.prepare_scratch(self.settings, self.options.release / assignment)
+        server = self.fork_server
+        if server is not None and not server.error and not server.alive():
+            server.start()  # it died (killed from outside): once more, or kernels go unaided
+        try:
+            return self.runner.autograde(assignment, student, log, self.options.timeout)
+        finally:
+            if self.uid is not None:
+                sandbox.kill_user(self.uid)  # forks and sleepers the kernel left
+            shutil.rmtree(self.settings.scratch, ignore_errors=True)
+
     def close(self) -> None:
         self.runner.close()
         if self.fork_server is not None:
@@ -104,18 +119,12 @@ class Worker:
             row = Row(student, assignment, 0.0, self.book.max_score(assignment), "ok")
             return row.failed("refused-file", str(err))
         graded = root / "autograded" / student / assignment
-        shutil.rmtree(graded, ignore_errors=True)
-        sandbox.prepare_scratch(self.settings, options.release / assignment)
-        server = self.fork_server
-        if server is not None and not server.error and not server.alive():
-            server.start()  # it died (killed from outside): once more, or kernels go unaided
-        try:
-            log = options.out / "logs" / f"{student}__{assignment}.log"
-            result = self.runner.autograde(assignment, student, log, options.timeout)
-        finally:
-            if self.uid is not None:
-                sandbox.kill_user(self.uid)  # forks and sleepers the kernel left
-            shutil.rmtree(self.settings.scratch, ignore_errors=True)
+        log = options.out / "logs" / f"{student}__{assignment}.log"
+        for attempt in range(1 + RETRIES):
+            result = self._run(student, assignment, log, graded)
+            if attempt < RETRIES and not result.timed_out and infrastructure_failure(result):
+                continue  # the machine's hiccup, not the student's: once more
+            break
         max_score = self.book.max_score(assignment)
         found = self.book.result(assignment, student)
         score, stamp, late = found if found else (0.0, "", 0.0)
@@ -127,13 +136,42 @@ class Worker:
             # folder when grading fails (a dead kernel, say): that is not a score.
             return row.failed(*failure(result.output))
         for nb in sorted(graded.glob("*.ipynb")):
-            hit = submission.limit_hit(notebooks.read(nb))
-            if hit:
-                return row.failed(*hit)
+            executed = notebooks.read(nb)
+            problem = submission.limit_hit(executed) or submission.environment_problem(executed)
+            if problem:
+                return row.failed(*problem)
         keep = options.out / "autograded" / student / assignment  # for feedback, now or later
         shutil.rmtree(keep, ignore_errors=True)
         shutil.copytree(graded, keep)
         return row
+
+
+RETRIES = 1  # a submission whose grading failed for the machine's reason runs once more
+
+
+def infrastructure_failure(result) -> bool:
+    """Did grading fail for a reason of the machine's (the gradebook was locked, the nbgrader
+    process died) rather than the submission's?"""
+    text = result.output
+    return result.returncode != 0 and (
+        "database is locked" in text or "[the nbgrader process died]" in text
+    )
+
+
+SOLUTION_ID = "_solution-check"  # the student id the solutions are graded under first
+
+
+def solution_problem(row: Row, out: Path) -> str | None:
+    """Why a solution graded in the sandbox shows the machine cannot grade (less than full
+    marks, or any cell that failed); None when it earned everything cleanly."""
+    if row.status != "ok" or row.score < row.max_score:
+        why = f"status {row.status}" + (f": {row.notes}" if row.notes else "")
+        return f"it scores {row.score:g}/{row.max_score:g} ({why})"
+    for nb in sorted((out / "autograded" / row.student_id / row.assignment).glob("*.ipynb")):
+        for index, cell, output in submission.errors(notebooks.read(nb)):
+            where = submission.graded_id(cell) or f"cell {index + 1}"
+            return f"{where} failed: {output.get('ename')} {output.get('evalue', '')}"
+    return None
 
 
 def run_workers(
@@ -141,12 +179,45 @@ def run_workers(
     options: GradeOptions,
     record: Callable[[Row], None],
     log: Callable[[str], None],
+    solutions: tuple[str, ...] = (),
 ) -> None:
     """Grade every submission in `to_run` with up to ``options.workers`` workers, each row
-    handed to `record` as it is decided. The first error in a worker stops them all and is
-    raised here; on Ctrl-C every running kernel is killed and no half-graded row recorded."""
+    handed to `record` as it is decided. The solutions of `solutions` (assignments) are
+    graded first, under SOLUTION_ID, in the same sandbox: unless each earns full marks with
+    no failing cell, no student is graded and RuntimeError says why (a machine without the
+    course data, say, must not look like a class of wrong answers). The first error in a
+    worker stops them all and is raised here; on Ctrl-C every running kernel is killed and
+    no half-graded row recorded."""
     errors: list[BaseException] = []
     live: list[Worker] = []
+    work_queue: queue.Queue[Submission] = queue.Queue()
+    for assignment in solutions:
+        work_queue.put((SOLUTION_ID, assignment, options.solutions / assignment))
+    while not to_run.empty():
+        work_queue.put(to_run.get_nowait())
+    to_run = work_queue
+    checked = threading.Event()
+    unchecked = [len(solutions)]
+    guard = threading.Lock()
+    if not solutions:
+        checked.set()
+
+    def check(row: Row) -> None:
+        problem = solution_problem(row, options.out)
+        shutil.rmtree(options.out / "autograded" / SOLUTION_ID, ignore_errors=True)
+        if problem:
+            log_file = options.out / "logs" / f"{SOLUTION_ID}__{row.assignment}.log"
+            raise RuntimeError(
+                f"not grading: the solution of {row.assignment}, graded in the sandbox as a "
+                f"student would be, shows this machine cannot grade it: {problem}. See "
+                f"{log_file}; a missing course data file (COURSE_DATA_DIR) or library is "
+                "the usual cause"
+            )
+        log(f"{row.assignment}: the solution earns full marks in the sandbox")
+        with guard:
+            unchecked[0] -= 1
+            if unchecked[0] == 0:
+                checked.set()
 
     def work(index: int) -> None:
         worker = None
@@ -160,6 +231,12 @@ def run_workers(
                     student, assignment, folder = to_run.get_nowait()
                 except queue.Empty:
                     return
+                if student == SOLUTION_ID:
+                    check(worker.grade(student, assignment, folder))
+                    continue
+                while not checked.wait(0.2):  # no student before every solution passed
+                    if errors:
+                        return
                 log(f"{student}/{assignment}: autograding")
                 row = worker.grade(student, assignment, folder)
                 if errors:  # stopped while it ran: not a grade; the next run redoes it

@@ -12,11 +12,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+import nbformat
 import psutil
 import pytest
-from conftest import REPO, TOY, edit_cell
+from conftest import REPO, TOY, TOY_SCRIPT, edit_cell, write_toy
 
 from autograde.grade import FIELDS, LOCK_FILE, UNSANDBOXED_NOTE, grade, run_lock
+from autograde.grades import read_grades
 
 QUIET = {"log": lambda msg: None}
 
@@ -244,7 +246,9 @@ def test_grade_gives_solutions_full_marks_and_refuses_broken_submissions(tmp_pat
         _submit(subs, "solver", REPO / "solutions" / name / f"{name}.ipynb", assignment=name)
         broken[name] = _broken_submissions(subs, name, release_nb)
     out = tmp_path / "out"
-    grade(subs, out, workers=2, **QUIET)
+    # The solvers' rows prove what the check of the solutions before a class proves (tested
+    # on the toy course): checking them too would run every chapter a third time.
+    grade(subs, out, workers=2, check_solutions=False, **QUIET)
     rows = _read_csv(out / "grades.csv")
     wrong = []
     for name in names:
@@ -358,3 +362,72 @@ def test_grading_without_a_sandbox_is_refused_unless_asked_and_then_recorded(
     assert UNSANDBOXED_NOTE in row["notes"]
     page = (out / "feedback" / "alice" / TOY / f"{TOY}.html").read_text()
     assert "Graded without a sandbox" in page and "Score: 3.0 / 3.0" in page
+
+
+def _executed(cells: list[tuple[dict, dict | None]]):
+    """A notebook of code cells, each (nbgrader metadata, error output or None)."""
+    nb = nbformat.v4.new_notebook()
+    for meta, error in cells:
+        cell = nbformat.v4.new_code_cell("pass", metadata={"nbgrader": meta} if meta else {})
+        cell.outputs = [nbformat.v4.new_output("error", **error)] if error else []
+        nb.cells.append(cell)
+    return nb
+
+
+SETUP = {"grade_id": "data", "locked": True, "grade": False, "solution": False}
+ANSWER = {"grade_id": "add", "locked": False, "grade": False, "solution": True}
+DEMO = {"grade_id": "demo", "locked": True, "grade": False, "solution": False}
+TEST = {"grade_id": "test_add", "locked": True, "grade": True, "solution": False}
+MISSING = {"ename": "FileNotFoundError", "evalue": "tinyshakespeare.txt", "traceback": []}
+STUB = {"ename": "NotImplementedError", "evalue": "", "traceback": []}
+NO_MODULE = {"ename": "ModuleNotFoundError", "evalue": "No module named 'tiktoken'",
+             "traceback": []}  # fmt: skip
+
+
+def test_a_failing_set_up_cell_is_the_machines_fault_not_the_students():
+    from autograde.submission import environment_problem
+
+    status, note = environment_problem(_executed([(SETUP, MISSING), (ANSWER, None)]))
+    assert status == "environment-error" and "data" in note and "FileNotFoundError" in note
+    # A locked cell that fails because an answer raised first, or after the answers: the
+    # student's stub, graded as usual.
+    assert environment_problem(_executed([(SETUP, None), (ANSWER, STUB), (DEMO, STUB)])) is None
+    assert environment_problem(_executed([(SETUP, None), (ANSWER, None), (DEMO, STUB),
+                                          (TEST, STUB)])) is None  # fmt: skip
+    # A library the release imports, missing on this machine, wherever the cell is.
+    status, _ = environment_problem(_executed([(ANSWER, None), (DEMO, NO_MODULE)]))
+    assert status == "environment-error"
+    # A cell the student added (no nbgrader metadata) that fails is theirs.
+    assert environment_problem(_executed([(None, MISSING), (ANSWER, None)])) is None
+
+
+def test_no_student_is_graded_when_the_solution_fails_in_the_sandbox(tmp_path, monkeypatch):
+    """A grading machine without the course data: the solution's data cell fails in the
+    sandbox, so nothing is graded (not a class of zeros), with the reason."""
+    from autograde.release import release
+
+    needs_data = TOY_SCRIPT.replace(
+        "SMOKE = True\n",
+        "SMOKE = True\n\n"
+        '# %% nbgrader={"grade": false, "grade_id": "data", "locked": true, '
+        '"schema_version": 3, "solution": false, "task": false}\n'
+        "import os\n\n"
+        "DATA = os.environ['COURSE_DATA_DIR']  # the course data: set on a grading machine\n",
+    )
+    solutions = tmp_path / "solutions"
+    write_toy(solutions, needs_data)
+    release(solutions=solutions, release_dir=tmp_path / "notebooks", log=lambda msg: None)
+    subs = tmp_path / "submissions"
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    monkeypatch.delenv("COURSE_DATA_DIR", raising=False)
+    out = tmp_path / "out"
+    settings = dict(solutions=solutions, cell_timeout=30, preload=False, **QUIET)
+    with pytest.raises(RuntimeError, match=r"solution of 99_toy.*set-up cell data: KeyError"):
+        grade(subs, out, **settings)
+    assert not read_grades(out / "grades.csv"), "a student was graded"
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))  # the machine fixed: grading goes on
+    grade(subs, out, **settings)
+    rows = _read_csv(out / "grades.csv")
+    assert list(rows) == [f"alice/{TOY}"], "the solutions' check left a row"
+    assert (rows[f"alice/{TOY}"]["score"], rows[f"alice/{TOY}"]["status"]) == ("3.0", "ok")
+    assert not (out / "autograded" / "_solution-check").exists()
