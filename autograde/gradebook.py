@@ -46,16 +46,30 @@ def gradebook_url(given: str | None, environ=None) -> str | None:
     return given
 
 
+BUSY_SECONDS = 60  # how long a SQLite writer waits for another one before "locked"
+
+
 def default_url(out: Path) -> str:
-    """The SQLite gradebook in the grading output folder."""
-    return f"{SQLITE}{(Path(out) / 'gradebook.db').resolve()}"
+    """The SQLite gradebook in the grading output folder; a writer waits up to
+    BUSY_SECONDS for another one (several workers and their nbgrader processes write)."""
+    return f"{SQLITE}{(Path(out) / 'gradebook.db').resolve()}?timeout={BUSY_SECONDS}"
 
 
 def make_private(url: str) -> None:
-    """A SQLite gradebook readable by its owner only (it holds the hidden tests)."""
-    if url.startswith(SQLITE):
-        with contextlib.suppress(OSError):
-            Path(url.removeprefix(SQLITE)).chmod(0o600)
+    """A SQLite gradebook readable by its owner only (it holds the hidden tests), in WAL
+    mode: readers never wait for the writer, and writers queue instead of failing."""
+    if not url.startswith(SQLITE):
+        return
+    import sqlite3
+
+    path = Path(url.removeprefix(SQLITE).split("?")[0])
+    with contextlib.suppress(OSError):
+        path.chmod(0o600)
+    with (
+        contextlib.suppress(sqlite3.Error),
+        contextlib.closing(sqlite3.connect(path, timeout=BUSY_SECONDS)) as db,
+    ):
+        db.execute("PRAGMA journal_mode=WAL")  # kept in the file from now on
 
 
 class Gradebook:

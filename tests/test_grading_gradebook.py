@@ -191,3 +191,33 @@ def test_a_gradebook_password_never_comes_from_the_command_line():
     assert gradebook_url(None, environ={}) is None
     with pytest.raises(ValueError, match="not a database URL"):
         gradebook_url("::not a url::", environ={})
+
+
+def test_the_sqlite_gradebook_lets_writers_queue_instead_of_failing(tmp_path):
+    """Several workers (and their nbgrader processes) write one SQLite gradebook: in WAL
+    mode with a long busy timeout a second writer waits for the first instead of failing
+    with "database is locked"."""
+    import sqlite3
+    import threading
+    import time
+
+    from autograde.gradebook import BUSY_SECONDS, default_url, make_private
+
+    url = default_url(tmp_path)
+    assert f"timeout={BUSY_SECONDS}" in url and BUSY_SECONDS >= 30
+    with Gradebook(url) as gb:  # nbgrader creates its tables from the same URL
+        gb.add_assignment("a1")
+    make_private(url)
+    path = tmp_path / "gradebook.db"
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    first = sqlite3.connect(path, check_same_thread=False)  # committed by a timer thread
+    assert first.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    first.execute("BEGIN IMMEDIATE")  # a writer holds the lock longer than sqlite3's
+    threading.Timer(6.0, first.commit).start()  # default wait of 5 s
+    started = time.monotonic()
+    with Gradebook(url) as gb:  # the second writer waits, then succeeds
+        gb.add_student("alice")
+    assert 5.5 < time.monotonic() - started < BUSY_SECONDS
+    first.close()
+    with Gradebook(url) as gb:
+        assert [s.id for s in gb.students] == ["alice"]
