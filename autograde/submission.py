@@ -32,6 +32,7 @@ STATUSES = {
     "kernel-died": "the kernel died while the notebook ran (os._exit, a crash)",
     "output-limit": "a cell's output passed the output limit (the rest was not kept)",
     "environment-error": "a set-up cell of the release failed: the machine's fault, not a score",
+    "tampered": "checks the grader added did not behave: the kernel's test machinery was changed",
     "error": "grading failed for another reason: see the log",
 }
 
@@ -186,3 +187,80 @@ def environment_problem(executed) -> tuple[str, str] | None:
             ename, evalue = output.get("ename", ""), output.get("evalue", "")
             return "environment-error", f"set-up cell {where}: {ename} {evalue}".strip()
     return None
+
+
+# --- canaries: checks the grader adds after every test cell --------------------------------
+# Hidden tests run in the student's own kernel: a cell that installs an input transformer,
+# hides errors or patches the course's check helpers can make every test pass. After each
+# graded test cell the grader adds checks whose outcome it knows, written like tests with
+# numbers drawn for each submission and marked only in the cell metadata, which the
+# kernel never sees. A kernel where one that must fail passes, or the one that must pass
+# does not print its result, was tampered with. (Code written to tell these checks from
+# the real tests could still get through: canaries catch the general tricks.)
+
+CANARY_KEY = "twin_gpt_canary"  # cell metadata: "fail" or "pass" (and the expected print)
+
+
+def _canaries(rng) -> list[tuple[str, str, str]]:
+    """(must "fail" or "pass", source, what a passing one prints) for one test cell."""
+    a, b, c = (rng.randint(2, 999) for _ in range(3))
+    return [
+        ("fail", f'assert {a} + {b} == {a + b + c}, "{a} + {b}"', ""),
+        ("fail", f"_ = [{a}, {b}][{c}]", ""),
+        ("fail", f"from course import checks\nchecks.assert_close({a}.0, {a + c}.0, atol=0.0)", ""),
+        ("pass", f"print({a} * {b})", str(a * b)),
+    ]
+
+
+def add_canaries(nb, seed: int):
+    """`nb` with canary cells after each graded test cell (a new notebook)."""
+    import copy
+    import random
+
+    import nbformat
+
+    rng = random.Random(seed)
+    out = copy.deepcopy(nb)
+    cells = []
+    for cell in out.cells:
+        cells.append(cell)
+        meta = _nbgrader(cell)
+        if cell.cell_type == "code" and meta.get("grade") and not meta.get("solution"):
+            for outcome, source, printed in _canaries(rng):
+                canary = nbformat.v4.new_code_cell(source)
+                canary.metadata[CANARY_KEY] = {"must": outcome, "prints": printed}
+                canary.id = f"check-{seed % 10**6}-{len(cells)}"
+                cells.append(canary)
+    out.cells = cells
+    return out
+
+
+def canary_problem(executed) -> tuple[str, str] | None:
+    """("tampered", note) when a canary of `add_canaries` did not behave; else None."""
+    seen = 0
+    for cell in executed.cells:
+        want = cell.get("metadata", {}).get(CANARY_KEY)
+        if not want:
+            continue
+        seen += 1
+        outputs = cell.get("outputs", [])
+        failed = any(o.get("output_type") == "error" for o in outputs)
+        text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+        if want["must"] == "fail" and not failed:
+            return (
+                "tampered",
+                "a check the grader added that must fail passed: tests could not fail",
+            )
+        if want["must"] == "pass" and (failed or want["prints"] not in text.split()):
+            return "tampered", "a check the grader added that must pass did not"
+    if seen == 0 and any(
+        _nbgrader(c).get("grade") and not _nbgrader(c).get("solution") for c in executed.cells
+    ):
+        return "tampered", "the checks the grader added are gone"
+    return None
+
+
+def strip_canaries(executed):
+    """`executed` without the canary cells, in place (what feedback shows); returns it."""
+    executed.cells = [c for c in executed.cells if not c.get("metadata", {}).get(CANARY_KEY)]
+    return executed

@@ -431,3 +431,57 @@ def test_no_student_is_graded_when_the_solution_fails_in_the_sandbox(tmp_path, m
     assert list(rows) == [f"alice/{TOY}"], "the solutions' check left a row"
     assert (rows[f"alice/{TOY}"]["score"], rows[f"alice/{TOY}"]["status"]) == ("3.0", "ok")
     assert not (out / "autograded" / "_solution-check").exists()
+
+
+TAMPERING = {
+    # Every later cell (the hidden tests too) becomes `pass`.
+    "transformer": "get_ipython().input_transformers_post.append(lambda lines: ['pass\\n'])\n",
+    # Every assert statement of every later cell is taken out before it runs.
+    "unasserter": (
+        "import ast\n\n\n"
+        "class NoAsserts(ast.NodeTransformer):\n"
+        "    def visit_Assert(self, node):\n"
+        "        return ast.Pass()\n\n\n"
+        "get_ipython().ast_transformers.append(NoAsserts())\n"
+    ),
+}
+
+
+def _tamper(release_nb: Path, dest: Path, trick: str) -> Path:
+    """The release, stubs left as they are, with `trick` run in the first answer cell."""
+    return edit_cell(release_nb, "add", trick + "def add(a, b):\n    raise NotImplementedError\n",
+                     dest)  # fmt: skip
+
+
+def test_a_kernel_whose_tests_cannot_fail_is_caught_by_the_grader_s_checks(
+    toy_course, tmp_path, monkeypatch
+):
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs = tmp_path / "submissions"
+    for student, trick in TAMPERING.items():
+        _tamper(release_nb, subs / student / TOY / f"{TOY}.ipynb", trick)
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    settings = dict(solutions=solutions, cell_timeout=30, preload=False, **QUIET)
+    # Without the checks, both tricks score full marks on stubs: the attack works.
+    import autograde.submission
+
+    with monkeypatch.context() as patched:
+        patched.setattr(autograde.submission, "add_canaries", lambda nb, seed: nb)
+        patched.setattr(autograde.submission, "canary_problem", lambda nb: None)
+        grade(subs, tmp_path / "unchecked", **settings)
+    rows = _read_csv(tmp_path / "unchecked" / "grades.csv")
+    assert {s: rows[f"{s}/{TOY}"]["score"] for s in TAMPERING} == dict.fromkeys(TAMPERING, "3.0")
+    # With them: no points, and the status says why.
+    grade(subs, tmp_path / "out", **settings)
+    rows = _read_csv(tmp_path / "out" / "grades.csv")
+    for student in TAMPERING:
+        row = rows[f"{student}/{TOY}"]
+        assert (row["score"], row["status"]) == ("0.0", "tampered"), row
+    assert (rows[f"alice/{TOY}"]["score"], rows[f"alice/{TOY}"]["status"]) == ("3.0", "ok")
+    page = (tmp_path / "out" / "feedback" / "alice" / TOY / f"{TOY}.html").read_text()
+    kept = json.loads(
+        (tmp_path / "out" / "autograded" / "alice" / TOY / f"{TOY}.ipynb").read_text()
+    )
+    assert not any("twin_gpt_canary" in c["metadata"] for c in kept["cells"])
+    assert "checks.assert_close" not in page, "the grader's checks show on the feedback page"
