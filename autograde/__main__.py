@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         "--show-hidden-tests", action="store_true", help="feedback shows hidden test source"
     )
     p_grade.add_argument(
+        "--allow-library-answers", action="store_true", help="self-paced use: an answer "
+        "that uses the course library's code for its exercise scores too",
+    )  # fmt: skip
+    p_grade.add_argument(
         "--unsafe-no-sandbox", action="store_true", help="grade even where this machine "
         "gives student kernels no sandbox (they then run with your rights); every row and "
         "feedback page says so",
@@ -148,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 due=args.due,
                 preload=not args.no_preload,
                 unsafe_no_sandbox=args.unsafe_no_sandbox,
+                allow_library_answers=args.allow_library_answers,
                 log=log,
             )
         except (FileNotFoundError, ValueError, RuntimeError) as err:

@@ -60,6 +60,7 @@ def grade(
     preload: bool | Sequence[str] = True,
     unsafe_no_sandbox: bool = False,
     check_solutions: bool = True,
+    allow_library_answers: bool = False,
     log=print,
 ) -> list[Row]:
     """Grade every ``<student>/<assignment>`` under ``submissions`` into ``out``.
@@ -79,7 +80,10 @@ def grade(
     and feedback page then say so. ``check_solutions``: before any student, grade each
     assignment's solution in the same sandbox and refuse to go on unless it earns full marks
     with no failing cell (`autograde.workers.run_workers`). One run at a time may write
-    ``out`` (a lock file there). Returns the rows of grades.csv.
+    ``out`` (a lock file there). ``allow_library_answers``: for self-paced use, an answer that
+    uses the course library's own code for its exercise scores like any other (by default
+    that exercise earns nothing: `autograde.submission.library_answers`). Returns the rows
+    of grades.csv.
     """
     submissions, out, solutions = Path(submissions), Path(out), Path(solutions)
     if not submissions.is_dir():
@@ -97,7 +101,7 @@ def grade(
             due_date=due_date, db=db, workers=workers, timeout=timeout,
             cell_timeout=cell_timeout, limits=limits, hide_hidden_tests=hide_hidden_tests,
             preload=preload, unsandboxed=unsandboxed, check_solutions=check_solutions,
-            log=log,
+            allow_library_answers=allow_library_answers, log=log,
         )  # fmt: skip
 
 
@@ -155,7 +159,7 @@ LOCK_FILE = ".grading.lock"
 def _grade(
     submissions: Path, out: Path, *, solutions: Path, students: list[dict], roster,
     due_date, db, workers, timeout, cell_timeout, limits, hide_hidden_tests, preload,
-    unsandboxed: bool, check_solutions: bool, log,
+    unsandboxed: bool, check_solutions: bool, allow_library_answers: bool, log,
 ) -> list[Row]:  # fmt: skip
     """`grade`'s work, its arguments checked and the run lock on `out` held."""
     for sub in ("logs", "autograded"):
@@ -195,6 +199,7 @@ def _grade(
             workers=workers or min(4, (os.cpu_count() or 1) + 1),
             hide_hidden_tests=hide_hidden_tests,
             unsandboxed=unsandboxed,
+            allow_library_answers=allow_library_answers,
         )
         for name in sorted({a for _, a in found} & known):
             main_course.add_source(name, solutions)

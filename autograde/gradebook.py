@@ -104,6 +104,12 @@ class Gradebook:
         with self._open() as gb:
             gb.update_or_create_assignment(assignment, duedate=due)
 
+    def cell_scores(self, assignment: str, student: str, notebook: str) -> dict[str, float]:
+        """{graded cell's grade_id: the points it earned} of one graded notebook."""
+        with self._open() as gb:
+            sub = gb.find_submission_notebook(notebook, assignment, student)
+            return {grade.name: float(grade.score) for grade in sub.grades}
+
     def remove_student(self, student: str) -> None:
         """Remove a student and their submissions, if there."""
         from nbgrader.api import MissingEntry

@@ -37,3 +37,12 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # go on, so an endless loop costs one timeout rather than one per remaining cell.
 c.Execute.timeout = 300
 c.Execute.interrupt_on_timeout = True
+
+# A cell's output is capped as it arrives (autograde/outputs.py): past 1 MB for the cell, or
+# 8 MB for the notebook, the rest is dropped, the kernel interrupted, and the cell ends in an
+# OutputLimitExceeded error (the row's status: output-limit).
+from autograde.outputs import autograde_preprocessors  # noqa: E402
+
+c.Autograde.autograde_preprocessors = autograde_preprocessors()
+c.CappedExecute.max_cell_output = 2**20
+c.CappedExecute.max_notebook_output = 8 * 2**20

@@ -26,6 +26,7 @@ class GradeOptions:
     workers: int  # submissions graded at once
     hide_hidden_tests: bool  # feedback leaves the hidden tests' source and output out
     unsandboxed: bool = False  # --unsafe-no-sandbox: every feedback page says so
+    allow_library_answers: bool = False  # self-paced use: the library's answers score too
 
     def __post_init__(self):
         for name in ("timeout", "cell_timeout"):

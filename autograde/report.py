@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .grades import Row
 from .options import GradeOptions
+from .submission import SCORED
 from .workspace import CourseFolder, run
 
 
@@ -28,7 +29,7 @@ def write_feedback(rows: Iterable[Row], options: GradeOptions, log: Callable[[st
     for row in rows:
         page = out / "feedback" / row.student_id / row.assignment
         kept = out / "autograded" / row.student_id / row.assignment
-        if row.status == "ok" and kept.is_dir() and not page.is_dir():
+        if row.status in SCORED and kept.is_dir() and not page.is_dir():
             todo.setdefault(row.assignment, []).append(row.student_id)
     for assignment, students in sorted(todo.items()):
         extra = config_lines(options.hide_hidden_tests)
@@ -74,7 +75,7 @@ def plot_scores(rows: list[Row], out: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     assignment, top = rows[0].assignment, max(r.max_score for r in rows)
-    graded = [r.score for r in rows if r.status == "ok"]
+    graded = [r.score for r in rows if r.status in SCORED]
     others = len(rows) - len(graded)
     fig, ax = plt.subplots(figsize=(6, 3.2))
     bins = max(1, min(20, int(top) + 1)) if top else 1

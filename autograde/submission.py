@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"  # nbgrader's
-# Statuses of a grades.csv row. Any status but "ok" comes with a score of 0.
+# Statuses of a grades.csv row. Any status but "ok" comes with a score of 0, except
+# "library-answer": the points of the other exercises are kept.
 STATUSES = {
     "ok": "graded",
     "missing": "no notebook was handed in",
@@ -32,6 +33,7 @@ STATUSES = {
     "kernel-died": "the kernel died while the notebook ran (os._exit, a crash)",
     "output-limit": "a cell's output passed the output limit (the rest was not kept)",
     "environment-error": "a set-up cell of the release failed: the machine's fault, not a score",
+    "library-answer": "an exercise answered with the course library's code: no points for it",
     "tampered": "checks the grader added did not behave: the kernel's test machinery was changed",
     "error": "grading failed for another reason: see the log",
 }
@@ -76,6 +78,9 @@ def folder_problem(folder: Path) -> str | None:
         if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
             return f"{entry.relative_to(folder)} is not a regular file"
     return None
+
+
+SCORED = ("ok", "library-answer")  # statuses whose score is nbgrader's (feedback, plots)
 
 
 def _nbgrader(cell) -> dict:
@@ -137,6 +142,8 @@ def _error_status(ename: str, evalue: str) -> str | None:
         return "timeout"
     if ename == "MemoryError":
         return "memory-limit"
+    if ename == "OutputLimitExceeded":  # autograde.outputs.ENAME: the grader cut the output
+        return "output-limit"
     if ename == "BlockingIOError" or "Resource temporarily unavailable" in evalue:
         return "process-limit"
     if "can't start new thread" in evalue:
@@ -264,3 +271,99 @@ def strip_canaries(executed):
     """`executed` without the canary cells, in place (what feedback shows); returns it."""
     executed.cells = [c for c in executed.cells if not c.get("metadata", {}).get(CANARY_KEY)]
     return executed
+
+
+# --- answers taken from the library ----------------------------------------------------------
+# The course library holds a reference for every exercise. An answer cell that uses an
+# object of the library which the instructor's own answer to that exercise does not use
+# (the reference itself, a class to subclass, a trainer to call) is the library's answer.
+# Names are resolved through every import of the notebook (`from course import autograd as
+# ag` makes `ag.matmul_backward` course.autograd.matmul_backward); a string naming a course
+# module (for __import__ or importlib) counts too. The check helpers are always allowed.
+
+ALWAYS_ALLOWED = ("course.checks", "course.runtime")
+
+
+def _course_aliases(nb) -> dict[str, str]:
+    """{name in the notebook: the course object it is bound to} from every import."""
+    import ast
+
+    aliases = {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(_plain_source(cell))
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.split(".")[0] == "course":
+                        if alias.asname:
+                            aliases[alias.asname] = alias.name
+                        else:
+                            aliases["course"] = "course"
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "course":
+                for alias in node.names:
+                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return aliases
+
+
+def _plain_source(cell) -> str:
+    """A code cell's source with IPython magics and shell lines blanked (not Python)."""
+    lines = cell.source.split("\n")
+    return "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in lines)
+
+
+def course_references(source: str, aliases: dict[str, str]) -> set[str]:
+    """The course objects a piece of code refers to, as dotted names."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return set()
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute | ast.Name):
+            parts = []
+            while isinstance(node, ast.Attribute):
+                parts.append(node.attr)
+                node = node.value
+            if isinstance(node, ast.Name) and node.id in aliases:
+                found.add(".".join([aliases[node.id], *reversed(parts)]))
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "course":
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "course"}
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if node.value == "course" or node.value.startswith("course."):
+                found.add(node.value)
+    return found
+
+
+def _covered(name: str, allowed: set[str]) -> bool:
+    return any(name == a or name.startswith(a + ".") for a in allowed)
+
+
+def library_answers(submitted, solution) -> dict[str, list[str]]:
+    """{answer cell grade_id: the course objects it uses that the instructor's answer to
+    the same exercise does not} for every answer cell of `submitted` that has some."""
+    mine, theirs = _course_aliases(submitted), _course_aliases(solution)
+    reference = {graded_id(c): c.source for c in solution.cells if _nbgrader(c).get("solution")}
+    flagged = {}
+    for cell in submitted.cells:
+        grade_id = graded_id(cell)
+        if cell.cell_type != "code" or grade_id not in reference:
+            continue
+        allowed = course_references(reference[grade_id], theirs)
+        # The names the release imports stay resolvable (aliases can be shadowed, not used).
+        used = course_references(_plain_source(cell), mine)
+        allowed |= set(ALWAYS_ALLOWED)
+        extra = sorted(
+            n for n in used if not _covered(n, allowed) and n not in ("course",) + ALWAYS_ALLOWED
+        )
+        if extra:
+            flagged[grade_id] = extra
+    return flagged

@@ -116,12 +116,14 @@ class Worker:
         import nbformat
 
         seed = secrets.randbits(48)  # the canaries' numbers: new for every submission
+        borrowed: dict[str, dict[str, list[str]]] = {}  # notebook -> library answers
         try:
             for name in names:
                 data = submission.read_handed_in(folder / name)
                 if name.endswith(".ipynb"):  # checks whose outcome the grader knows
-                    nb = submission.add_canaries(notebooks.parse(data, name), seed)
-                    data = nbformat.writes(nb).encode()
+                    handed_in = notebooks.parse(data, name)
+                    borrowed[name] = self._library_answers(assignment, name, handed_in)
+                    data = nbformat.writes(submission.add_canaries(handed_in, seed)).encode()
                 (dest / name).write_bytes(data)
         except submission.RefusedFile as err:  # swapped for a link since it was checked
             row = Row(student, assignment, 0.0, self.book.max_score(assignment), "ok")
@@ -156,7 +158,36 @@ class Worker:
         keep = options.out / "autograded" / student / assignment  # for feedback, now or later
         shutil.rmtree(keep, ignore_errors=True)
         shutil.copytree(graded, keep)
-        return row
+        return self._without_library_answers(row, borrowed)
+
+    def _library_answers(self, assignment: str, name: str, handed_in) -> dict[str, list[str]]:
+        """{answer cell: course objects it borrowed} of one handed-in notebook; {} when the
+        instructor allows the library's answers or the assignment has no such notebook."""
+        solution = self.options.solutions / assignment / name
+        if self.options.allow_library_answers or not solution.is_file():
+            return {}
+        return submission.library_answers(handed_in, notebooks.read(solution))
+
+    def _without_library_answers(self, row: Row, borrowed: dict[str, dict]) -> Row:
+        """`row` without the points of the exercises answered with the library's code."""
+        from dataclasses import replace
+
+        lost, notes = 0.0, []
+        for name, flagged in borrowed.items():
+            if not flagged:
+                continue
+            solution = notebooks.read(self.options.solutions / row.assignment / name)
+            tests = notebooks.exercises(solution)
+            scores = self.book.cell_scores(
+                row.assignment, row.student_id, name.removesuffix(".ipynb")
+            )
+            for exercise, objects in sorted(flagged.items()):
+                lost += sum(scores.get(test, 0.0) for test in tests.get(exercise, []))
+                notes.append(f"{exercise} uses {', '.join(objects)}")
+        if not notes:
+            return row
+        note = "no points for the library's answers: " + "; ".join(notes)
+        return replace(row, score=max(0.0, row.score - lost), status="library-answer", notes=note)
 
 
 RETRIES = 1  # a submission whose grading failed for the machine's reason runs once more

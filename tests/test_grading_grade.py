@@ -485,3 +485,37 @@ def test_a_kernel_whose_tests_cannot_fail_is_caught_by_the_grader_s_checks(
     )
     assert not any("twin_gpt_canary" in c["metadata"] for c in kept["cells"])
     assert "checks.assert_close" not in page, "the grader's checks show on the feedback page"
+
+
+BORROWED = {
+    "borrower": "from course.autograd import Value\n\n\n"
+    "def mul(a, b):\n    return (Value(a) * Value(b)).data\n",
+    "smuggler": "import importlib\n\n_ag = importlib.import_module('course' + '.autograd')\n"
+    "_name = 'course.autograd'\n\n\n"
+    "def mul(a, b):\n    return (_ag.Value(a) * _ag.Value(b)).data\n",
+}
+
+
+def test_an_exercise_answered_with_the_library_earns_nothing(toy_course, tmp_path):
+    """The course library holds a reference for every exercise; an answer that uses it
+    loses that exercise's points (and only those), unless the instructor allows it."""
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs = tmp_path / "submissions"
+    for student, answer in BORROWED.items():
+        dest = subs / student / TOY / f"{TOY}.ipynb"
+        edit_cell(release_nb, "add", "def add(a, b):\n    return a + b\n", dest)
+        edit_cell(dest, "mul", answer)
+    _submit(subs, "alice", solutions / TOY / f"{TOY}.ipynb")
+    settings = dict(solutions=solutions, cell_timeout=30, preload=False, **QUIET)
+    grade(subs, tmp_path / "out", **settings)
+    rows = _read_csv(tmp_path / "out" / "grades.csv")
+    for student in BORROWED:
+        row = rows[f"{student}/{TOY}"]
+        assert (row["score"], row["status"]) == ("1.0", "library-answer"), row  # add's point
+        assert "mul uses course.autograd" in row["notes"], row
+    assert (rows[f"alice/{TOY}"]["score"], rows[f"alice/{TOY}"]["status"]) == ("3.0", "ok")
+    assert (tmp_path / "out" / "feedback" / "borrower" / TOY / f"{TOY}.html").is_file()
+    grade(subs, tmp_path / "self-paced", allow_library_answers=True, **settings)
+    rows = _read_csv(tmp_path / "self-paced" / "grades.csv")
+    assert {rows[f"{s}/{TOY}"]["score"] for s in BORROWED} == {"3.0"}
