@@ -10,8 +10,10 @@ test cell failed, and why) unless the message quotes a hidden line, when it beco
 note; its traceback becomes that one line and a note. Every other output of such a cell,
 whether the tests passed or failed, gives way to one note: the student's code ran inside
 the test cell, where it can read the cell's source (``In[-1]``) and print it in any form,
-so no filter on what it printed would do. Cells without hidden tests, and the scores
-nbgrader shows, are left as they are.
+so no filter on what it printed would do. For the same reason every cell after the first
+one with hidden tests shows a note instead of its output (its errors keep their name and
+message): code run later can print tests it kept. Cells before it, every cell's source,
+and the scores nbgrader shows are left as they are.
 
 Student HTML is cleaned on every page, hidden tests or not: ``HTMLExporter.sanitize_html``
 runs the ``text/html`` and ``text/markdown`` outputs through the ``clean_html`` filter and
@@ -43,6 +45,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 TRACEBACK_NOTE = "(This cell has hidden tests: the traceback is not shown.)"
 OUTPUT_NOTE = "(This cell has hidden tests: its output is not shown.)"
 MESSAGE_NOTE = "(message not shown: it quotes a hidden test line)"
+AFTER_NOTE = "(Output after hidden tests ran is not shown: it could print them.)"
 
 # What student HTML may keep on a feedback page: markup, no scripts, no event handlers,
 # links and images by http(s) (mailto for links) or relative URL only.
@@ -110,8 +113,15 @@ class HideHiddenTests(ClearHiddenTests):
 
     def preprocess(self, nb, resources):
         # ClearHiddenTests.preprocess would also drop the notebook's toolbar setting.
+        hidden_so_far: list[str] = []
         for index, cell in enumerate(nb.cells):
+            hidden = self.hide_source(cell.source, cell.cell_type)[1]
+            if hidden_so_far and not hidden and "outputs" in cell:
+                # A cell run after hidden tests can print them (kept from `In`, or from a
+                # hook that saw the cell run): its output gives way to a note too.
+                cell.outputs = hide_outputs(cell.outputs, hidden_so_far, AFTER_NOTE)
             nb.cells[index], resources = self.preprocess_cell(cell, resources, index)
+            hidden_so_far += hidden
         return nb, resources
 
     def preprocess_cell(self, cell, resources, cell_index):
@@ -126,15 +136,16 @@ class HideHiddenTests(ClearHiddenTests):
         return cell, resources
 
 
-def hide_outputs(outputs: list, hidden: list[str]) -> list:
-    """A hidden-test cell's outputs: its errors without traceback, the rest one note."""
+def hide_outputs(outputs: list, hidden: list[str], note: str = OUTPUT_NOTE) -> list:
+    """A hidden-test cell's outputs (or a later cell's): its errors without traceback, the
+    rest one note."""
     secret = {_plain(line).strip() for line in hidden} - {""}
     errors = [
         _hide_traceback(output, secret) for output in outputs if output.output_type == "error"
     ]
     if len(errors) == len(outputs):
         return errors
-    return [new_output("stream", name="stdout", text=f"{OUTPUT_NOTE}\n"), *errors]
+    return [new_output("stream", name="stdout", text=f"{note}\n"), *errors]
 
 
 def _hide_traceback(error, secret: set[str]):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import tempfile
 import textwrap
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -178,3 +180,31 @@ def run_script(code: str, folder: Path, *, cwd: Path | None = None, path_first: 
         text=True,
         timeout=300,
     )
+
+
+class _LiveScript(HTMLParser):
+    """Student script that a browser would run on a page: ``alert`` in a script element,
+    on* handlers, javascript: URLs (escaped text showing them is harmless)."""
+
+    def __init__(self):
+        super().__init__()
+        self.found: list[str] = []
+        self._tag = ""
+
+    def handle_starttag(self, tag, attrs):
+        self._tag = tag
+        for name, value in attrs:
+            url = re.sub(r"[\x00-\x20]+", "", value or "").lower()
+            if name.startswith("on") or url.startswith("javascript:"):
+                self.found.append(f"<{tag} {name}={value!r}>")
+
+    def handle_data(self, data):
+        if self._tag == "script" and "alert(" in data:
+            self.found.append(f"<script>{data}")
+
+
+def live_script(page: str) -> list[str]:
+    """What on an HTML page a browser would run of a student's script (see _LiveScript)."""
+    parser = _LiveScript()
+    parser.feed(page)
+    return parser.found

@@ -12,7 +12,8 @@ them when refused); the fork bomb forks at most 300 children that each sleep at 
 and leave with ``os._exit(0)``, and kills and reaps them all once it stops forking (left
 sleeping, they would hold the process limit and the kernel would die in the next cell
 that starts a thread: the row would say kernel-died); endless loops are ``while True:
-pass`` (the grader's cell timeout stops them); the huge output is ~20 MB of text; and the
+pass`` (the grader's cell timeout stops them); the huge output is ~20 MB of text; the fork
+loop's chain ends by itself within 15 s and 3000 generations; and the
 only network address tried is 127.0.0.1 on the port of a `ConnectionCounter` the caller
 starts.
 
@@ -52,6 +53,10 @@ CORE_KINDS = (
     "snoop",
     "vandal",
     "network",
+    "symlink",  # the notebook handed in is a link to the solution
+    "tamper",  # an AST transformer takes every assert out: tests cannot fail
+    "xss",  # a script and an event handler in markdown and in an HTML output
+    "fork_loop",  # a process that forks and exits, over and over, left behind
 )
 # What fills a class up to its size, in turn.
 FILLER_KINDS = ("correct", "stub", "partial_1", "partial_2")
@@ -123,6 +128,42 @@ print("forked", len(_children), "children")
 _HUGE_OUTPUT = """\
 for _line in range(20_000):
     print(f"{_line:07d} " + "y" * 991)  # 1000 bytes a line, ~20 MB in all
+"""
+
+_TAMPER = """\
+import ast
+
+
+class _NoAsserts(ast.NodeTransformer):
+    def visit_Assert(self, node):
+        return ast.Pass()
+
+
+get_ipython().ast_transformers.append(_NoAsserts())
+"""
+
+_XSS_MARKDOWN = (
+    "Hello <script>alert('xss-markdown')</script> <img src=x onerror=alert(1)> "
+    "[click](javascript:alert(2))"
+)
+_XSS_OUTPUT = """\
+from IPython.display import HTML, display
+
+display(HTML("<b>bold</b><script>alert('xss-output')</script><img src=x onerror=alert(3)>"))
+"""
+
+_FORK_LOOP = """\
+import os
+import time
+
+if os.fork() == 0:  # a chain: each process forks a child and leaves; at most ~15 s
+    os.setsid()
+    deadline = time.monotonic() + 15
+    for _ in range(3000):
+        if time.monotonic() > deadline or os.fork() != 0:
+            os._exit(0)
+        time.sleep(0.005)
+    os._exit(0)
 """
 
 _SNOOP = (
@@ -340,6 +381,20 @@ def _build(kind: str, ch: _Chapter, *, solutions: Path, gradebook: Path, port: i
         nb.cells.insert(at + 1, twin)
         return nb, (0.0, "duplicated-cell")
 
+    if kind == "symlink":
+        return ch.solution_path, (0.0, "refused-file")  # make_class links to it
+    if kind == "tamper":
+        nb.cells.insert(_index(nb, first), _new_cell(_TAMPER, "extra-tamper"))
+        return nb, (0.0, "tampered")
+    if kind == "xss":
+        at = _index(nb, first)
+        nb.cells.insert(at, _new_cell(_XSS_OUTPUT, "extra-xss-output"))
+        nb.cells.insert(at, nbformat.v4.new_markdown_cell(_XSS_MARKDOWN, id="extra-xss-md"))
+        return nb, (ch.max_score, "ok")
+    if kind == "fork_loop":
+        nb.cells.insert(_index(nb, first) + 1, _new_cell(_FORK_LOOP, "extra-fork-loop"))
+        return nb, (ch.max_score, "ok")
+
     # Payloads that run before the first answer, in its own cell.
     payloads = {
         "endless_loop": ("while True:\n    pass\n", "timeout"),
@@ -367,9 +422,10 @@ def _build(kind: str, ch: _Chapter, *, solutions: Path, gradebook: Path, port: i
         ],
         "vandal": [str(gradebook), "../../../gradebook.db"],
     }
-    if kind == "huge_output":
+    if kind == "huge_output":  # past the grader's output cap: cut, and the row says so
         nb.cells.insert(_index(nb, first) + 1, _new_cell(_HUGE_OUTPUT, "extra-huge-output"))
-    elif kind in paths:
+        return nb, (0.0, "output-limit")
+    if kind in paths:
         template = _SNOOP if kind == "snoop" else _VANDAL
         source = f"PATHS = {json.dumps(paths[kind], indent=4)}\n{template}"
         nb.cells.append(_new_cell(source, f"extra-{kind}"))
@@ -407,7 +463,9 @@ def make_class(
         )
         path = dest / student / assignment / f"{assignment}.ipynb"
         path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(nb, bytes):
+        if isinstance(nb, Path):  # a link to the instructor's notebook, not a notebook
+            path.symlink_to(nb)
+        elif isinstance(nb, bytes):
             path.write_bytes(nb)
         else:
             path.write_text(nbformat.writes(nb) + "\n")

@@ -12,13 +12,14 @@ import hashlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import REPO
+from conftest import REPO, live_script
 from grading_class import FULL_CLASS, ConnectionCounter, make_class
 
 from autograde.grade import grade
@@ -106,8 +107,11 @@ def _gradebook_scores(out: Path) -> dict[str, float]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(2400)
-def test_a_class_of_forty_gets_the_right_rows_and_nothing_leaks(tmp_path):
+def test_a_class_of_forty_gets_the_right_rows_and_nothing_leaks(tmp_path, monkeypatch):
     subs, out = tmp_path / "submissions", tmp_path / "out"
+    runs = tmp_path / "runs"  # the course folders, so this run's kernels name them
+    runs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(runs))
     instructor_files = _digest(REPO / "solutions" / ASSIGNMENT)
     messages: list[str] = []
     with ConnectionCounter() as counter:
@@ -141,16 +145,32 @@ def test_a_class_of_forty_gets_the_right_rows_and_nothing_leaks(tmp_path):
         and LEAKED in p.read_text(errors="replace")
     ]
     assert not leaks, f"a student cell read or wrote instructor files; see {leaks}"
-    snoop = "\n".join(p.read_text() for p in (out / "feedback" / "s14_snoop").rglob("*.html"))
+    # What the snoop and the vandal printed (their cells run after hidden tests, so the
+    # feedback pages show a note instead: the graded notebooks hold it).
+    snoop = "\n".join(p.read_text() for p in (out / "autograded" / "s14_snoop").rglob("*.ipynb"))
     for path in (
         f"../../../source/{ASSIGNMENT}/{ASSIGNMENT}.ipynb",
         f"{REPO}/solutions/{ASSIGNMENT}/{ASSIGNMENT}.ipynb",
         f"{out}/gradebook.db",
     ):
         assert f"refused {path}" in snoop, f"the snoop's feedback has no 'refused {path}'"
-    vandal = "\n".join(p.read_text() for p in (out / "feedback" / "s15_vandal").rglob("*.html"))
+    vandal = "\n".join(p.read_text() for p in (out / "autograded" / "s15_vandal").rglob("*.ipynb"))
     assert f"refused DELETE FROM grade in {out}/gradebook.db" in vandal
     assert _digest(REPO / "solutions" / ASSIGNMENT) == instructor_files
+    # The student's HTML reached the feedback page as text, never as a live script.
+    xss = next(s for s in expected if s.endswith("_xss"))
+    page = "\n".join(p.read_text() for p in (out / "feedback" / xss).rglob("*.html"))
+    assert "bold" in page and "Hello" in page, "the student's harmless HTML is gone"
+    assert live_script(page) == [], f"student script is live on {xss}'s feedback page"
+    # Nothing a kernel of this run started is left running (the fork loop's chain
+    # included): a kernel's forks carry its command line, which names this run's folders.
+    left = [
+        p.info
+        for p in psutil.process_iter(["pid", "status", "cmdline"])
+        if str(runs) in " ".join(p.info["cmdline"] or [])
+        and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+    assert left == [], f"processes of this run still run: {left}"
     graded_ok = {s: score for s, (score, status) in expected.items() if status == "ok"}
     assert {s: book.get(s) for s in graded_ok} == graded_ok, "gradebook and grades.csv disagree"
     assert all(book[s] == MAX_SCORE for s in graded_ok if s.endswith("_correct"))

@@ -6,15 +6,16 @@ from __future__ import annotations
 import base64
 import copy
 import html
+import json
 import re
-from html.parser import HTMLParser
 
 import nbformat
-from conftest import TOY, edit_cell
+from conftest import TOY, edit_cell, live_script
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from traitlets.config import Config
 
 from autograde.feedback import (
+    AFTER_NOTE,
     MESSAGE_NOTE,
     OUTPUT_NOTE,
     TRACEBACK_NOTE,
@@ -108,12 +109,13 @@ def test_an_error_without_a_message_shows_its_name():
     assert _hide(nb).cells[1].outputs[0].traceback == ["AssertionError", TRACEBACK_NOTE]
 
 
-def test_cells_without_hidden_tests_are_untouched():
+def test_cells_without_hidden_tests_keep_their_source_and_earlier_ones_their_output():
     nb = _notebook()
     before = copy.deepcopy(nb)
     after = _hide(nb)
-    for index in (0, 2, 3):
-        assert after.cells[index] == before.cells[index]
+    assert after.cells[0] == before.cells[0]  # before any hidden test: untouched
+    for index in (2, 3):  # after one: the source kept (outputs: see the test below)
+        assert after.cells[index].source == before.cells[index].source
     assert after.metadata == before.metadata
 
 
@@ -366,33 +368,6 @@ XSS_CELLS = [
 ]
 
 
-class _LiveScript(HTMLParser):
-    """Student script that a browser would run on a page: ``alert`` in a script element,
-    on* handlers, javascript: URLs (escaped text showing them is harmless)."""
-
-    def __init__(self):
-        super().__init__()
-        self.found: list[str] = []
-        self._tag = ""
-
-    def handle_starttag(self, tag, attrs):
-        self._tag = tag
-        for name, value in attrs:
-            url = re.sub(r"[\x00-\x20]+", "", value or "").lower()
-            if name.startswith("on") or url.startswith("javascript:"):
-                self.found.append(f"<{tag} {name}={value!r}>")
-
-    def handle_data(self, data):
-        if self._tag == "script" and "alert(" in data:
-            self.found.append(f"<script>{data}")
-
-
-def _live_script(page: str) -> list[str]:
-    parser = _LiveScript()
-    parser.feed(page)
-    return parser.found
-
-
 def test_feedback_pages_neither_run_student_html_nor_show_test_cell_output(toy_course):
     students = {"eve": {"add": LEAKY_ADD, "mul": LEAKY_MUL}}
     with CourseFolder() as course:
@@ -402,7 +377,7 @@ def test_feedback_pages_neither_run_student_html_nor_show_test_cell_output(toy_c
     for leak in LEAKS_OF_HIDDEN_LINES:
         assert leak in _page_text_of(pages[False])
     for hide, page in pages.items():
-        assert _live_script(page) == [], f"hide={hide}"
+        assert live_script(page) == [], f"hide={hide}"
         text = _page_text_of(page)
         for harmless in HARMLESS:
             assert harmless in text, f"{harmless!r} missing with hide={hide}"
@@ -411,3 +386,30 @@ def test_feedback_pages_neither_run_student_html_nor_show_test_cell_output(toy_c
     for leak in LEAKS_OF_HIDDEN_LINES:
         assert leak not in text
     assert text.count(OUTPUT_NOTE) == 2
+
+
+def test_cells_after_hidden_tests_show_no_output_but_their_errors():
+    """A cell run after a hidden test can print it (kept from `In`): its output gives way
+    to a note, its error keeps name and message unless they quote a hidden line."""
+    nb = nbformat.v4.new_notebook()
+    before = nbformat.v4.new_code_cell("print('early')")
+    before.outputs = [nbformat.v4.new_output("stream", name="stdout", text="early\n")]
+    test = nbformat.v4.new_code_cell(
+        "assert f(1) == 2\n### BEGIN HIDDEN TESTS\nassert f(-7) == 41\n### END HIDDEN TESTS",
+        metadata={"nbgrader": {"grade": True, "grade_id": "t", "points": 1, "solution": False}},
+    )
+    later = nbformat.v4.new_code_cell("import base64\nprint(base64.b64encode(In[2].encode()))")
+    leaked = "YXNzZXJ0IGYoLTcpID09IDQx"  # base64 of the hidden line
+    later.outputs = [nbformat.v4.new_output("stream", name="stdout", text=leaked + "\n")]
+    quoting = nbformat.v4.new_code_cell("raise ValueError(In[2])")
+    quoting.outputs = [nbformat.v4.new_output(
+        "error", ename="ValueError", evalue="assert f(-7) == 41", traceback=["..."]
+    )]  # fmt: skip
+    nb.cells = [before, test, later, quoting]
+    out, _ = HideHiddenTests().preprocess(nb, {})
+    texts = json.dumps([c.get("outputs", []) for c in out.cells])
+    assert "early" in texts, "output before any hidden test is kept"
+    assert leaked not in texts and "f(-7)" not in texts
+    assert AFTER_NOTE in texts
+    error = out.cells[3].outputs[-1]
+    assert (error.ename, error.evalue) == ("ValueError", MESSAGE_NOTE)
