@@ -10,9 +10,12 @@ is launched through this module's kernel launcher, which, before it turns into i
   written to disk), CPU seconds, no core files;
 - where the machine allows it (running as root): hides the instructor's folders (the
   course's solutions/, the grading output with its gradebook, the submissions of the whole
-  class) behind empty read-only mounts in a private mount namespace, cuts the network off
-  (a fresh network namespace with no interface up) and finally drops to an unprivileged
-  user id of its own, so files the grader owns with private permissions stay unreadable.
+  class) behind empty read-only mounts in a private mount namespace, gives it an empty
+  /tmp and /dev/shm of its own there (gone when it ends), cuts the network off (a fresh
+  network namespace with no interface up), runs it as PID 1 of a PID namespace of its own
+  (it sees only its own processes; when it ends, they all do) and finally drops to an
+  unprivileged user id of its own, so files the grader owns with private permissions stay
+  unreadable.
 
 The kernel talks to nbgrader over Unix sockets in the scratch folder (jupyter's "ipc"
 transport), which is what lets it live without a network. `isolation()` reports what
@@ -29,6 +32,7 @@ import ctypes
 import json
 import os
 import resource
+import select
 import shutil
 import signal
 import stat
@@ -44,8 +48,12 @@ from . import forkprotocol
 KERNEL_NAME = "twin-gpt-sandbox"
 # Linux clone flags and mount flags (linux/sched.h, linux/mount.h).
 CLONE_NEWNS, CLONE_NEWNET, CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
+CLONE_NEWPID = 0x20000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND = 1, 2, 4, 8, 4096
 MS_REC, MS_PRIVATE = 16384, 1 << 18
+PR_SET_PDEATHSIG = 1
+# The machine's shared temporary folders; a kernel gets empty ones of its own instead.
+TMP_FOLDERS = ("/tmp", "/dev/shm")
 # Variables a kernel may keep; everything else (tokens, passwords, cloud keys) is dropped.
 KEPT_VARIABLES = (
     "LANG",
@@ -69,6 +77,7 @@ class Limits:
     cpu_seconds: int = 3600  # CPU time of each kernel process: a backstop to the timeouts
     open_files: int = 1024
     threads: int = 1  # OMP/MKL threads per kernel: one core each for parallel workers
+    tmp_mb: int = 256  # the size of each of the kernel's own /tmp and /dev/shm (in memory)
 
     def __post_init__(self):
         for name, value in asdict(self).items():
@@ -161,25 +170,92 @@ def _expose(paths: list[Path]) -> None:
                     os.close(fd)
 
 
+def _bind_back(fd: int, path: Path, below: Path) -> None:
+    """Bind the folder held by `fd` at `path`, making the open folders on the way down from
+    `below` (an empty tmpfs) to it."""
+    folder = below
+    for part in path.relative_to(below).parts:
+        folder = folder / part
+        folder.mkdir(exist_ok=True)
+        folder.chmod(0o755)  # not the umask's (a fork server's is 077)
+    _mount(f"/proc/self/fd/{fd}", str(path), None, MS_BIND | MS_REC, None)
+
+
+def _private_tmp(keep: Path, size_mb: int) -> None:
+    """Cover /tmp and /dev/shm with empty tmpfs of `size_mb` each, in this mount namespace
+    (they vanish with it), but for `keep` (the scratch folder, where the kernel's sockets
+    are), bound back at its own path so the grader outside still reaches the same files."""
+    real = Path(os.path.realpath(keep))
+    held = os.open(real, os.O_PATH | os.O_CLOEXEC)  # its path is about to be covered
+    try:
+        for name in TMP_FOLDERS:
+            folder = Path(name)
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            options = f"size={size_mb}m,mode=1777"
+            _mount("tmpfs", name, "tmpfs", MS_NOSUID | MS_NODEV, options)
+            if real.is_relative_to(folder):
+                _bind_back(held, real, folder)
+    finally:
+        os.close(held)
+
+
+def _mount_proc() -> None:
+    """A /proc of this process's PID namespace over the machine's (mount namespace: ours)."""
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+
+
+def _private_mount_namespace() -> None:
+    _unshare(CLONE_NEWNS)
+    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+
+
+def _try_private_tmp() -> None:
+    _private_mount_namespace()
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=1777")
+
+
+def _try_own_processes() -> None:
+    _private_mount_namespace()
+    _unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:  # PID 1 of the new namespace
+        try:
+            _mount_proc()
+            os._exit(0 if os.getpid() == 1 else 1)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise OSError("no proc of its own")
+
+
+def _tried(attempt) -> bool:
+    """Whether `attempt()` succeeds in a throw-away child (this process is left untouched)."""
+    pid = os.fork()
+    if pid == 0:  # the child tries and reports by its exit code
+        try:
+            attempt()
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
 def isolation() -> dict[str, bool]:
     """What this machine lets the sandbox do, each tried in a throw-away child process:
-    {"separate_user", "hidden_folders", "no_network"}."""
-    report = {"separate_user": os.geteuid() == 0}
-    for name, flags in (("hidden_folders", CLONE_NEWNS), ("no_network", CLONE_NEWNET)):
-        if os.geteuid() != 0:
-            report[name] = False
-            continue
-        pid = os.fork()
-        if pid == 0:  # the child tries and reports by its exit code; the parent is untouched
-            try:
-                _unshare(flags)
-                if flags == CLONE_NEWNS:
-                    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-                os._exit(0)
-            except BaseException:
-                os._exit(1)
-        _, status = os.waitpid(pid, 0)
-        report[name] = os.waitstatus_to_exitcode(status) == 0
+    {"separate_user", "hidden_folders", "no_network", "private_tmp", "own_processes"}."""
+    attempts = {
+        "hidden_folders": _private_mount_namespace,
+        "no_network": lambda: _unshare(CLONE_NEWNET),
+        "private_tmp": _try_private_tmp,
+        "own_processes": _try_own_processes,
+    }
+    root = os.geteuid() == 0
+    report = {"separate_user": root}
+    for name, attempt in attempts.items():
+        report[name] = root and _tried(attempt)
     return report
 
 
@@ -395,34 +471,121 @@ def _set_limits(limits: Limits) -> None:
         resource.setrlimit(which, (value, value))
 
 
+def _private_mounts(settings: Settings, scratch: Path, notes: list[str]) -> bool:
+    """In a mount namespace of this process's own: hide the instructor's folders, give it
+    its own /tmp and /dev/shm, and keep the interpreter and the scratch folder reachable
+    for the sandbox user. Whether there is such a namespace; what failed goes to `notes`."""
+    try:
+        _private_mount_namespace()
+    except OSError as err:
+        notes.append(f"instructor folders not hidden, /tmp shared ({err})")
+        return False
+    try:
+        for folder in settings.hide:
+            if Path(folder).is_dir():
+                flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+                _mount("tmpfs", folder, "tmpfs", flags, "size=4k,mode=000")
+    except OSError as err:
+        notes.append(f"instructor folders not hidden ({err})")
+    try:
+        _private_tmp(scratch, settings.limits.tmp_mb)
+    except OSError as err:
+        notes.append(f"/tmp and /dev/shm shared with the machine ({err})")
+    if settings.uid is not None:  # the interpreter or the scratch folder may sit in a
+        try:  # closed folder (/root/.pyenv, a 0700 temporary folder)
+            _expose([Path(sys.base_prefix), Path(sys.executable).resolve(), scratch])
+        except OSError as err:
+            notes.append(f"interpreter or scratch folder maybe out of reach ({err})")
+    return True
+
+
+def _own_processes(notes: list[str]) -> int | None:
+    """Go on in a PID namespace of its own: fork a child, the namespace's PID 1, that sees
+    only its own processes (a /proc of its own, in this mount namespace) and returns a
+    descriptor that reads end-of-file once this process is gone (`_die_with_stand_in`).
+    This process stays outside as the kernel's stand-in and never returns (`_stand_in`).
+    None, and a note, if the machine refuses."""
+    try:
+        _unshare(CLONE_NEWPID)
+    except OSError as err:
+        notes.append(f"processes of the machine visible ({err})")
+        return None
+    read_end, write_end = os.pipe()
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, forkprotocol.RELAYED)
+    pid = os.fork()
+    if pid != 0:
+        os.close(read_end)
+        _stand_in(pid, mask)
+    os.close(write_end)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    try:
+        _mount_proc()
+    except OSError as err:
+        notes.append(f"processes of the machine visible in /proc ({err})")
+    return read_end
+
+
+def _stand_in(kernel: int, mask) -> None:
+    """Outside the kernel's PID namespace: wait for its PID 1 and exit as it does; never
+    returns. Signals for the kernel come to the process group (from jupyter_client, or
+    the fork server) and reach the kernel as well: an interrupt is the kernel's alone, but
+    PID 1 ignores any signal it has no handler for, so the others (SIGTERM, SIGHUP, ...),
+    which would end any other process, end the kernel here with SIGKILL (and with it every
+    process of its namespace); this process then ends by that signal, as the kernel would
+    have."""
+    ended_by = []
+
+    def end_kernel(signum, _frame):
+        ended_by.append(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(kernel, signal.SIGKILL)
+
+    for signum in forkprotocol.RELAYED:
+        signal.signal(signum, signal.SIG_IGN if signum == signal.SIGINT else end_kernel)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    _, status = os.waitpid(kernel, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == -signal.SIGKILL and ended_by:
+        code = -ended_by[0]
+    if code == -signal.SIGKILL:  # exit_like cannot reset the handler of SIGKILL
+        os.kill(os.getpid(), signal.SIGKILL)
+    forkprotocol.exit_like(code)
+
+
+def _die_with_stand_in(fd: int) -> None:
+    """Be killed when the stand-in outside ends (a launcher killed alone), or leave at once
+    if it is gone already (`fd` reads end-of-file). Set after the last change of user id,
+    which clears it."""
+    _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    gone, _, _ = select.select([fd], [], [], 0)
+    os.close(fd)
+    if gone:
+        os._exit(1)
+
+
 def enter(settings: Settings, connection_file: str) -> Path:
-    """Put this process in the sandbox: hidden folders, no network, limits, the sandbox
-    user, the scratch folder as working folder. Returns the kernel's own copy of the
-    connection file. Run by the launcher, or by a fork server's child (`forkserver`)."""
+    """Put this process in the sandbox: hidden folders, its own /tmp and /dev/shm, no
+    network, its own processes, limits, the sandbox user, the scratch folder as working
+    folder. Returns the kernel's own copy of the connection file. Run by the launcher, or
+    by a fork server's child (`forkserver`).
+
+    With a sandbox user, what returns is a child, PID 1 of a PID namespace of its own: the
+    process that called stays outside, waits for it and exits as it does (`_stand_in`)."""
     scratch = Path(settings.scratch)
     # The connection file sits in the grader's private runtime folder: hand the kernel a copy.
     connection = scratch / ".kernel.json"
     shutil.copyfile(connection_file, connection)
     notes = []
+    stand_in = None
     if os.geteuid() == 0:
-        if settings.hide:
-            try:
-                _unshare(CLONE_NEWNS)
-                _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-                for folder in settings.hide:
-                    if Path(folder).is_dir():
-                        flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
-                        _mount("tmpfs", folder, "tmpfs", flags, "size=4k,mode=000")
-                if settings.uid is not None:  # the interpreter or the scratch folder may
-                    # sit in a closed folder (/root/.pyenv, a 0700 temporary folder)
-                    _expose([Path(sys.base_prefix), Path(sys.executable).resolve(), scratch])
-            except OSError as err:
-                notes.append(f"instructor folders not hidden ({err})")
+        mounted = _private_mounts(settings, scratch, notes)
         if settings.isolate_network:
             try:
                 _unshare(CLONE_NEWNET)
             except OSError as err:
                 notes.append(f"network not cut off ({err})")
+        if mounted and settings.uid is not None:
+            stand_in = _own_processes(notes)
     elif settings.isolate_network:
         try:  # without root, a user namespace may still bring a network namespace
             _unshare(CLONE_NEWUSER | CLONE_NEWNET)
@@ -434,6 +597,8 @@ def enter(settings: Settings, connection_file: str) -> Path:
         os.setgroups([])
         os.setgid(settings.gid)
         os.setuid(settings.uid)
+    if stand_in is not None:
+        _die_with_stand_in(stand_in)
     os.umask(0o077)
     os.chdir(scratch)
     for note in notes:  # the kernel's stderr goes to the grading log, not to the notebook

@@ -208,21 +208,16 @@ def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(
         except Exception as err:
             print("refused network", type(err).__name__)
         print("secrets", sorted(k for k in os.environ if "SECRET" in k), os.getuid())
-        # The process that started this kernel (a fork server, maybe) is out of reach too.
-        parent = os.getppid()
-        with open(f"/proc/{{parent}}/cmdline", "rb") as fh:
-            print("parent:", fh.read().replace(b"\\0", b" ").decode())
+        # The process that started this kernel (a fork server, maybe) is out of reach too:
+        # the kernel is PID 1 of a PID namespace of its own, its parent outside, unseen.
+        import sys
+        print("pid", os.getpid(), "parent", os.getppid(), "preloaded", "numpy" in sys.modules)
         server = os.path.join(os.path.dirname(os.getcwd()), "fork-server")
-        for name, attempt in [
-            ("environ", lambda: open(f"/proc/{{parent}}/environ", "rb").read()),
-            ("kill", lambda: os.kill(parent, 9)),
-            ("server", lambda: socket.socket(socket.AF_UNIX).connect(server)),
-        ]:
-            try:
-                attempt()
-                print("PARENT-OK", name)
-            except Exception as err:
-                print("refused parent", name, type(err).__name__)
+        try:
+            socket.socket(socket.AF_UNIX).connect(server)
+            print("PARENT-OK server")
+        except Exception as err:
+            print("refused parent server", type(err).__name__)
     """
     notebook = _answer(release_nb, tmp_path / "snoop.ipynb", ADD + textwrap.dedent(snoop))
     _submit(subs, "mallory", notebook)
@@ -251,9 +246,8 @@ def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(
     assert "refused write" in printed and "refused sqlite" in printed, printed
     assert "refused network" in printed and listener.count == 0
     assert f"secrets [] {os.getuid()}" not in printed  # another user ran the kernel
-    for attempt in ("environ", "kill", "server"):
-        assert f"refused parent {attempt}" in printed, printed
-    forked = "parent: " in printed and "autograde.forkserver" in printed.split("parent: ")[1]
+    assert "refused parent server" in printed and "pid 1 parent 0 " in printed, printed
+    forked = "preloaded True" in printed
     assert forked == bool(preload), printed  # each way of starting a kernel was the one used
     from nbgrader.api import Gradebook
 
@@ -337,7 +331,12 @@ def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path, preload
     release_nb = release_dir / TOY / f"{TOY}.ipynb"
     subs, out = tmp_path / "subs", tmp_path / "out"
     # Bounded payloads: at most 3 GB and 200 processes, so a missing limit fails the test.
-    memory_bomb = "chunks = []\nfor i in range(30):\n    chunks.append(b'x' * (100 << 20))\n"
+    # The bomb lets go of its memory once refused, as in the class test: one that keeps it
+    # starves IPython itself in the next cells, and the kernel dies instead (0 points too).
+    memory_bomb = (
+        "chunks = []\ntry:\n    for i in range(30):\n        chunks.append(b'x' * (100 << 20))\n"
+        "except MemoryError:\n    chunks.clear()\n    raise\n"
+    )
     fork_bomb = """
         import os, time
         for i in range(200):
