@@ -114,7 +114,8 @@ def check_isolation(unsafe: bool, log) -> bool:
     report = isolation()
     words = ", ".join(f"{name.replace('_', ' ')}: {'yes' if ok else 'NO'}" for name, ok in
                       report.items())  # fmt: skip
-    log(f"sandbox for student kernels: {words}")
+    log(f"sandbox for student kernels: {words}; memory limited per process (address space), "
+        "no cgroup for a kernel's whole tree")  # fmt: skip
     missing = [name for name, ok in report.items() if not ok]
     if not missing:
         return False

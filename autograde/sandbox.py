@@ -592,6 +592,7 @@ def enter(settings: Settings, connection_file: str) -> Path:
         except OSError as err:
             notes.append(f"network not cut off ({err})")
     _set_limits(settings.limits)
+    _first_to_go()
     if settings.uid is not None and os.geteuid() == 0:
         os.lchown(connection, settings.uid, settings.gid)
         os.setgroups([])
@@ -604,6 +605,19 @@ def enter(settings: Settings, connection_file: str) -> Path:
     for note in notes:  # the kernel's stderr goes to the grading log, not to the notebook
         print(f"grading sandbox: {note}", file=sys.stderr, flush=True)
     return connection
+
+
+PR_SET_NO_NEW_PRIVS = 38  # linux/prctl.h
+
+
+def _first_to_go() -> None:
+    """No new privileges for this process and all it starts (a setuid program stays
+    unprivileged), and the first to be killed when the machine runs out of memory (the
+    grader and the other kernels last)."""
+    if _libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as fh:
+        fh.write("1000")
 
 
 # ipykernel's arguments after the connection file: no history file in the scratch folder.

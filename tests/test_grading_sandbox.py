@@ -697,3 +697,21 @@ def test_a_kernel_sees_only_its_own_processes(toy_course, tmp_path, preload):
     assert (rows["mallory"]["score"], rows["mallory"]["status"]) == ("3.0", "ok"), rows
     words = _printed(out, "mallory").split("processes ")[1].split()
     assert int(words[0]) <= 10 and words[1] == "grader-unseen", words
+
+
+def test_a_kernel_gains_no_privileges_and_goes_first_when_memory_runs_out(toy_course, tmp_path):
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    probe = (
+        "status = open('/proc/self/status').read()\n"
+        "print('no-new-privs', [l.split()[1] for l in status.splitlines()"
+        " if l.startswith('NoNewPrivs')])\n"
+        "print('oom-score-adj', open('/proc/self/oom_score_adj').read().strip())\n"
+    )
+    _submit(subs, "eve", _answer(release_nb, tmp_path / "e.ipynb", probe + ADD))
+    grade(subs, out, cell_timeout=60, solutions=solutions, preload=False, **QUIET)
+    assert _rows(out)["eve"]["score"] == "3.0"
+    text = (out / "autograded" / "eve" / TOY / f"{TOY}.ipynb").read_text()
+    assert "no-new-privs ['1']" in text, "the kernel may gain privileges (a setuid program)"
+    assert "oom-score-adj 1000" in text, "the kernel is not the first to go out of memory"
