@@ -181,23 +181,34 @@ def _bind_back(fd: int, path: Path, below: Path) -> None:
     _mount(f"/proc/self/fd/{fd}", str(path), None, MS_BIND | MS_REC, None)
 
 
-def _private_tmp(keep: Path, size_mb: int) -> None:
+def _private_tmp(keep: list[Path], size_mb: int) -> None:
     """Cover /tmp and /dev/shm with empty tmpfs of `size_mb` each, in this mount namespace
-    (they vanish with it), but for `keep` (the scratch folder, where the kernel's sockets
-    are), bound back at its own path so the grader outside still reaches the same files."""
-    real = Path(os.path.realpath(keep))
-    held = os.open(real, os.O_PATH | os.O_CLOEXEC)  # its path is about to be covered
-    try:
+    (they vanish with it), but for the folders of `keep` below them (the scratch folder,
+    where the kernel's sockets are; the interpreter, the course and its data when they live
+    in /tmp, as in a fresh clone there), bound back at their own paths: the grader outside
+    still reaches the same socket files, the kernel its libraries."""
+    # Each bound at the path the kernel is given (a link on the way, such as a checkout's
+    # ../shared, is not there any more) and at its real one, once each, parents first.
+    places = {}
+    for path in (Path(p) for p in keep if Path(p).exists()):
+        for place in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+            places.setdefault(place, Path(os.path.realpath(path)))
+    chosen = sorted(places)
+    chosen = [p for p in chosen if not any(p != q and p.is_relative_to(q) for q in chosen)]
+    held = {place: os.open(places[place], os.O_PATH | os.O_CLOEXEC) for place in chosen}
+    try:  # their paths are about to be covered: held by descriptor
         for name in TMP_FOLDERS:
             folder = Path(name)
             if folder.is_symlink() or not folder.is_dir():
                 continue
             options = f"size={size_mb}m,mode=1777"
             _mount("tmpfs", name, "tmpfs", MS_NOSUID | MS_NODEV, options)
-            if real.is_relative_to(folder):
-                _bind_back(held, real, folder)
+            for place, fd in held.items():
+                if place.is_relative_to(folder):
+                    _bind_back(fd, place, folder)
     finally:
-        os.close(held)
+        for fd in held.values():
+            os.close(fd)
 
 
 def _mount_proc() -> None:
@@ -480,6 +491,10 @@ def _private_mounts(settings: Settings, scratch: Path, notes: list[str]) -> bool
     except OSError as err:
         notes.append(f"instructor folders not hidden, /tmp shared ({err})")
         return False
+    try:  # first: what it binds back is then covered below like any other folder
+        _private_tmp(_needed(settings, scratch), settings.limits.tmp_mb)
+    except OSError as err:
+        notes.append(f"/tmp and /dev/shm shared with the machine ({err})")
     try:
         for folder in settings.hide:
             if Path(folder).is_dir():
@@ -487,16 +502,21 @@ def _private_mounts(settings: Settings, scratch: Path, notes: list[str]) -> bool
                 _mount("tmpfs", folder, "tmpfs", flags, "size=4k,mode=000")
     except OSError as err:
         notes.append(f"instructor folders not hidden ({err})")
-    try:
-        _private_tmp(scratch, settings.limits.tmp_mb)
-    except OSError as err:
-        notes.append(f"/tmp and /dev/shm shared with the machine ({err})")
     if settings.uid is not None:  # the interpreter or the scratch folder may sit in a
         try:  # closed folder (/root/.pyenv, a 0700 temporary folder)
             _expose([Path(sys.base_prefix), Path(sys.executable).resolve(), scratch])
         except OSError as err:
             notes.append(f"interpreter or scratch folder maybe out of reach ({err})")
     return True
+
+
+def _needed(settings: Settings, scratch: Path) -> list[Path]:
+    """The folders a kernel needs: its scratch folder, the interpreter and its libraries,
+    the course (the repository, what is on its PYTHONPATH) and the course data."""
+    data = settings.env.get("COURSE_DATA_DIR") or os.environ.get("COURSE_DATA_DIR")
+    paths = [scratch, sys.prefix, sys.base_prefix, Path(sys.executable).resolve().parent]
+    paths += [settings.repo, *settings.python_path] + ([data] if data else [])
+    return [Path(p) for p in paths]
 
 
 def _own_processes(notes: list[str]) -> int | None:
