@@ -715,3 +715,30 @@ def test_a_kernel_gains_no_privileges_and_goes_first_when_memory_runs_out(toy_co
     text = (out / "autograded" / "eve" / TOY / f"{TOY}.ipynb").read_text()
     assert "no-new-privs ['1']" in text, "the kernel may gain privileges (a setuid program)"
     assert "oom-score-adj 1000" in text, "the kernel is not the first to go out of memory"
+
+
+@needs_isolation
+def test_a_kernel_still_reaches_course_data_kept_in_tmp_behind_a_link(
+    toy_course, tmp_path, monkeypatch
+):
+    """Its own /tmp must not cost a kernel what it needs from the real one: a checkout and
+    its data under /tmp (a fresh clone, `../shared` a link beside it) stay reachable."""
+    solutions, release_dir = toy_course
+    real = Path(tempfile.mkdtemp(prefix="twin-gpt-data-", dir="/tmp"))
+    link = Path(tempfile.mkdtemp(prefix="twin-gpt-link-", dir="/tmp"))
+    try:
+        for folder in (real, link):
+            folder.chmod(0o755)
+        (real / "corpus.txt").write_text("to be or not to be")
+        (link / "shared").symlink_to(real)
+        monkeypatch.setenv("COURSE_DATA_DIR", str(link / "shared"))
+        reader = "import os\nprint(open(os.environ['COURSE_DATA_DIR'] + '/corpus.txt').read())\n"
+        subs, out = tmp_path / "subs", tmp_path / "out"
+        _submit(subs, "ada", _answer(release_dir / TOY / f"{TOY}.ipynb", tmp_path / "a.ipynb",
+                                     reader + ADD))  # fmt: skip
+        grade(subs, out, cell_timeout=60, solutions=solutions, preload=False, **QUIET)
+        assert _rows(out)["ada"]["score"] == "3.0"
+        text = (out / "autograded" / "ada" / TOY / f"{TOY}.ipynb").read_text()
+        assert "to be or not to be" in text
+    finally:
+        shutil.rmtree(real), shutil.rmtree(link)
