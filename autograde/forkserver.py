@@ -39,7 +39,7 @@ import tempfile
 import traceback
 from pathlib import Path
 
-from . import forkprotocol, sandbox
+from . import forkprotocol, sandbox, view
 
 # What a chapter imports that is worth importing once (course.runtime's helper loads
 # TensorFlow after Triton, as the notebooks do); a library not installed is skipped.
@@ -88,7 +88,8 @@ def serve(settings_file: Path, ready_fd: int, modules=PRELOAD) -> None:
     server.listen(8)
     gc.collect()
     gc.freeze()  # kernels that collect garbage leave the server's objects (and pages) alone
-    os.write(ready_fd, json.dumps({"loaded": loaded}).encode() + b"\n")
+    ready = {"loaded": loaded, "mapped_mb": _address_space_mb("self")}
+    os.write(ready_fd, json.dumps(ready).encode() + b"\n")
     os.close(ready_fd)
     while True:
         conn, _ = server.accept()
@@ -207,7 +208,7 @@ def _become_kernel(settings, connection_file: str, fds: list[int], sockets) -> N
 # --- the grader's side -------------------------------------------------------------------
 
 
-def _address_space_mb(pid: int) -> float:
+def _address_space_mb(pid: int | str) -> float:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
             if line.startswith("VmSize:"):
@@ -240,10 +241,13 @@ class ForkServer:
         self.error = ""
         read_end, write_end = os.pipe()
         command = [sys.executable, "-m", "autograde.forkserver", str(self.settings_file)]
+        command += [str(write_end), *self.modules]
+        if self.settings.use_view:  # the server, and every kernel it forks, in the view
+            command = view.command(self.settings, command, [self.settings_file])
         try:
             with self.log.open("ab") as log:
                 self.proc = subprocess.Popen(
-                    [*command, str(write_end), *self.modules],
+                    command,
                     cwd=Path(self.settings.fork_server).parent,
                     env=self.env,
                     stdin=subprocess.DEVNULL,
@@ -258,10 +262,11 @@ class ForkServer:
             found, _, _ = select.select([ready], [], [], timeout)
             line = ready.readline() if found else b""
         if line.endswith(b"\n"):
-            self.loaded = json.loads(line)["loaded"]
+            ready = json.loads(line)
+            self.loaded = ready["loaded"]
             # A forked kernel starts with the server's address space, which counts against
             # its memory limit: the libraries must leave the student's code room to work.
-            mapped = _address_space_mb(self.proc.pid)
+            mapped = ready["mapped_mb"]
             allowed = self.settings.limits.memory_mb
             if mapped <= allowed * ROOM:
                 return True

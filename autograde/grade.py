@@ -110,21 +110,33 @@ UNSANDBOXED_NOTE = "graded without a sandbox (--unsafe-no-sandbox)"
 
 def check_isolation(unsafe: bool, log) -> bool:
     """Print what isolation this machine gives student kernels; refuse (RuntimeError) to
-    grade without all of it unless `unsafe`. True when grading goes on unsandboxed."""
+    grade without all of it unless `unsafe`. True when grading goes on unsandboxed.
+
+    All of it: the kernel sees only what it needs (bubblewrap), has no network, its own
+    /tmp and processes, and runs as a user of its own. Without root there is no user of its
+    own, but nothing of the instructor's but its scratch folder is in its sight: enough."""
     report = isolation()
     words = ", ".join(f"{name.replace('_', ' ')}: {'yes' if ok else 'NO'}" for name, ok in
                       report.items())  # fmt: skip
     log(f"sandbox for student kernels: {words}; memory limited per process (address space), "
         "no cgroup for a kernel's whole tree")  # fmt: skip
-    missing = [name for name, ok in report.items() if not ok]
+    spared = {"separate_user"} if report.get("allow_list") else set()
+    missing = [name for name, ok in report.items() if not ok and name not in spared]
     if not missing:
         return False
     if not unsafe:
+        remedy = (
+            "Install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap) for a kernel that "
+            "sees only what it needs, or pass"
+            if not report.get("allow_list")
+            else "Grade as root (e.g. with sudo), or pass"
+        )
         raise RuntimeError(
-            f"no sandbox for student kernels on this machine ({', '.join(missing)} not "
-            "available): a student's code would run as you and could rewrite the gradebook, "
-            "grades.csv and classmates' submissions. Grade as root (e.g. with sudo), or pass "
-            "--unsafe-no-sandbox to grade anyway; every row and feedback page then says so"
+            f"no full sandbox for student kernels on this machine ({', '.join(missing)} not "
+            "available): a student's code could read what it should not (other courses, "
+            "solutions, your files) or, run as you, rewrite the gradebook, grades.csv and "
+            f"classmates' submissions. {remedy} --unsafe-no-sandbox to grade anyway; every "
+            "row and feedback page then says so"
         )
     log(f"WARNING: {UNSANDBOXED_NOTE}: student code runs with your rights")
     return True

@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import forkprotocol
+from . import forkprotocol, view
 
 KERNEL_NAME = "twin-gpt-sandbox"
 # Linux clone flags and mount flags (linux/sched.h, linux/mount.h).
@@ -99,6 +99,7 @@ class Settings:
     limits: Limits = field(default_factory=Limits)
     env: dict[str, str] = field(default_factory=dict)
     fork_server: str | None = None  # the Unix socket of this worker's fork server, if any
+    use_view: bool = False  # start kernels in bubblewrap's view of the machine (`view`)
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -254,20 +255,64 @@ def _tried(attempt) -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
+ATTEMPTS = {
+    "hidden_folders": _private_mount_namespace,
+    "no_network": lambda: _unshare(CLONE_NEWNET),
+    "private_tmp": _try_private_tmp,
+    "own_processes": _try_own_processes,
+}
+
+
+def tries() -> dict[str, bool]:
+    """Which of `ATTEMPTS` succeed here, each in a throw-away child process."""
+    able = _privileged()
+    return {name: able and _tried(attempt) for name, attempt in ATTEMPTS.items()}
+
+
 def isolation() -> dict[str, bool]:
-    """What this machine lets the sandbox do, each tried in a throw-away child process:
-    {"separate_user", "hidden_folders", "no_network", "private_tmp", "own_processes"}."""
-    attempts = {
-        "hidden_folders": _private_mount_namespace,
-        "no_network": lambda: _unshare(CLONE_NEWNET),
-        "private_tmp": _try_private_tmp,
-        "own_processes": _try_own_processes,
-    }
-    root = os.geteuid() == 0
-    report = {"separate_user": root}
-    for name, attempt in attempts.items():
-        report[name] = root and _tried(attempt)
+    """What this machine lets the sandbox do: {"separate_user", "allow_list",
+    "hidden_folders", "no_network", "private_tmp", "own_processes"}. "allow_list": the kernel
+    sees only what it needs (`view`, bubblewrap); the other four are tried in there then,
+    or on the machine itself without it. A separate user needs root."""
+    inside = view.probe()
+    report = {"separate_user": os.geteuid() == 0, "allow_list": inside is not None}
+    report.update(inside if inside is not None else tries())
     return report
+
+
+def _privileged() -> bool:
+    """Whether this process may make namespaces and mounts: root, or the owner of a user
+    namespace of its own holding CAP_SYS_ADMIN (inside bubblewrap's view)."""
+    if os.geteuid() == 0:
+        return True
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) & (1 << CAP_SYS_ADMIN))
+    return False
+
+
+CAP_SYS_ADMIN = 21
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _drop_capabilities() -> None:
+    """Give up every capability for good (what bubblewrap's user namespace gave for the
+    set-up): none left to use, none to get back at an exec."""
+    libc = _libc()
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    try:
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        last = 63
+    for cap in range(last + 1):
+        libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: none (two words)
+    if libc.capset(header, data) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"capset: {os.strerror(errno)}")
 
 
 class SandboxUser:
@@ -593,18 +638,18 @@ def enter(settings: Settings, connection_file: str) -> Path:
     process that called stays outside, waits for it and exits as it does (`_stand_in`)."""
     scratch = Path(settings.scratch)
     # The connection file sits in the grader's private runtime folder: hand the kernel a copy.
-    connection = scratch / ".kernel.json"
-    shutil.copyfile(connection_file, connection)
+    connection = _connection_copy(scratch, connection_file)
     notes = []
     stand_in = None
-    if os.geteuid() == 0:
+    root = os.geteuid() == 0
+    if _privileged():  # root, or inside bubblewrap's view (`view`)
         mounted = _private_mounts(settings, scratch, notes)
         if settings.isolate_network:
             try:
                 _unshare(CLONE_NEWNET)
             except OSError as err:
                 notes.append(f"network not cut off ({err})")
-        if mounted and settings.uid is not None:
+        if mounted and (settings.uid is not None or not root):
             stand_in = _own_processes(notes)
     elif settings.isolate_network:
         try:  # without root, a user namespace may still bring a network namespace
@@ -613,17 +658,28 @@ def enter(settings: Settings, connection_file: str) -> Path:
             notes.append(f"network not cut off ({err})")
     _set_limits(settings.limits)
     _first_to_go()
-    if settings.uid is not None and os.geteuid() == 0:
+    if settings.uid is not None and root:
         os.lchown(connection, settings.uid, settings.gid)
         os.setgroups([])
         os.setgid(settings.gid)
         os.setuid(settings.uid)
+    elif not root and _privileged():
+        _drop_capabilities()
     if stand_in is not None:
         _die_with_stand_in(stand_in)
     os.umask(0o077)
     os.chdir(scratch)
     for note in notes:  # the kernel's stderr goes to the grading log, not to the notebook
         print(f"grading sandbox: {note}", file=sys.stderr, flush=True)
+    return connection
+
+
+def _connection_copy(scratch: Path, connection_file: str) -> Path:
+    """The kernel's own copy of its connection file, in its scratch folder (the original
+    sits in the grader's private runtime folder)."""
+    connection = scratch / ".kernel.json"
+    if Path(connection_file) != connection:
+        shutil.copyfile(connection_file, connection)
     return connection
 
 
@@ -644,13 +700,22 @@ def _first_to_go() -> None:
 KERNEL_ARGS = ("--HistoryManager.hist_file=:memory:",)
 
 
-def launch(settings: Settings, connection_file: str) -> None:
+def launch(settings: Settings, connection_file: str, settings_file: str | None = None,
+           in_view: bool = False) -> None:  # fmt: skip
     """Turn this process into a sandboxed ipykernel, or stand in for one a fork server
-    starts (`autograde.forkserver`, asked by `forkprotocol.run_kernel`); never returns."""
-    if settings.fork_server:
-        status = forkprotocol.run_kernel(settings.fork_server, connection_file)
-        if status is not None:
-            forkprotocol.exit_like(status)
+    starts (`autograde.forkserver`, asked by `forkprotocol.run_kernel`); never returns.
+    With `settings.use_view` the kernel starts in bubblewrap's view of the machine (this
+    process becomes bubblewrap, which runs this launcher again inside, `in_view`)."""
+    if not in_view:
+        connection_file = str(_connection_copy(Path(settings.scratch), connection_file))
+        if settings.fork_server:
+            status = forkprotocol.run_kernel(settings.fork_server, connection_file)
+            if status is not None:
+                forkprotocol.exit_like(status)
+        if settings.use_view and settings_file:
+            inner = [sys.executable, "-m", "autograde.sandbox", "--in-view", settings_file]
+            argv = view.command(settings, [*inner, "-f", connection_file], [settings_file])
+            os.execve(argv[0], argv, kernel_env(settings))
     connection = enter(settings, connection_file)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection), *KERNEL_ARGS]
     os.execve(sys.executable, argv, kernel_env(settings))
@@ -658,9 +723,14 @@ def launch(settings: Settings, connection_file: str) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if argv == ["--tries"]:  # run by `view.probe` inside the view
+        print(json.dumps(tries()))
+        return
+    in_view = argv[:1] == ["--in-view"]
+    argv = argv[1:] if in_view else argv
     if len(argv) != 3 or argv[1] != "-f":
-        sys.exit("usage: python -m autograde.sandbox SETTINGS.json -f CONNECTION_FILE")
-    launch(Settings.read(Path(argv[0])), argv[2])
+        sys.exit("usage: python -m autograde.sandbox [--in-view] SETTINGS.json -f CONNECTION_FILE")
+    launch(Settings.read(Path(argv[0])), argv[2], argv[0], in_view)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from . import forkserver, notebooks, sandbox, submission
+from . import forkserver, notebooks, sandbox, submission, view
 from .gradebook import Gradebook
 from .grades import Row
 from .options import GradeOptions
@@ -53,6 +53,7 @@ class Worker:
             hide=[*options.hide, str(self.course.root)],
             limits=options.limits,
             fork_server=str(self.scratch_parent / "fork-server") if options.preload else None,
+            use_view=view.probe() is not None,
         )
         settings_file = self.course.root / "sandbox.json"
         self.settings.write(settings_file)

@@ -337,10 +337,15 @@ def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path, preload
         "chunks = []\ntry:\n    for i in range(30):\n        chunks.append(b'x' * (100 << 20))\n"
         "except MemoryError:\n    chunks.clear()\n    raise\n"
     )
-    fork_bomb = """
+    # Each child names itself (its comm) so that only this test's are looked for below, not
+    # the kernels of a grading run beside it.
+    token = f"tg-bomb-{os.getpid() % 100000}"
+    fork_bomb = f"""
         import os, time
         for i in range(200):
             if os.fork() == 0:
+                with open("/proc/self/comm", "w") as comm:
+                    comm.write({token!r})
                 time.sleep(20)
                 os._exit(0)
     """
@@ -364,14 +369,11 @@ def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path, preload
     # The fork bomb's children (copies of its kernel, sleeping 20 s) are gone.
     left = [
         p.info["pid"]
-        for p in psutil.process_iter(["pid", "cmdline", "uids", "status", "create_time"])
+        for p in psutil.process_iter(["pid", "name", "uids", "status", "create_time"])
         if p.info["uids"].real >= 61000
         and p.info["create_time"] >= started
         and p.info["status"] != psutil.STATUS_ZOMBIE
-        and any(
-            kernel in " ".join(p.info["cmdline"] or [])
-            for kernel in ("ipykernel_launcher", "autograde.forkserver")
-        )
+        and p.info["name"] == token
     ]
     assert left == [], f"processes of the sandbox users left running: {left}"
 
@@ -742,3 +744,183 @@ def test_a_kernel_still_reaches_course_data_kept_in_tmp_behind_a_link(
         assert "to be or not to be" in text
     finally:
         shutil.rmtree(real), shutil.rmtree(link)
+
+
+@contextlib.contextmanager
+def _machine_around_the_grader():
+    """What else lives on an instructor's machine, each readable (or open) to any user: a
+    second checkout of the course with its solutions, a home folder, a database server's
+    Unix socket, a file in /etc, the shared /var/tmp. Removed afterwards."""
+    tag = f"tg-{os.getpid()}-{time.monotonic_ns()}"
+    made = [Path("/var/tmp") / tag, Path("/home") / tag, Path("/etc") / f"{tag}.conf"]
+    checkout, home, etc_file = made
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        solution = checkout / "course" / "solutions" / "00_setup" / "00_setup.ipynb"
+        solution.parent.mkdir(parents=True)
+        solution.write_text("SOLUTION OF ANOTHER CHECKOUT")
+        home.mkdir(mode=0o755)
+        (home / "notes.txt").write_text("INSTRUCTOR HOME NOTES")
+        etc_file.write_text("password = ETC SECRET")
+        (checkout / "db").mkdir()
+        socket_path = checkout / "db" / ".s.PGSQL.5432"
+        listener.bind(str(socket_path))
+        listener.listen(4)
+        socket_path.chmod(0o777)
+        for path in [checkout, *checkout.rglob("*"), home, home / "notes.txt", etc_file]:
+            path.chmod(0o777 if path == socket_path else 0o755 if path.is_dir() else 0o644)
+        yield {"solution": solution, "home": home / "notes.txt", "etc": etc_file,
+               "socket": socket_path, "var_tmp": Path("/var/tmp") / f"{tag}-left"}  # fmt: skip
+    finally:
+        listener.close()
+        shutil.rmtree(checkout, ignore_errors=True)
+        shutil.rmtree(home, ignore_errors=True)
+        etc_file.unlink(missing_ok=True)
+        (Path("/var/tmp") / f"{tag}-left").unlink(missing_ok=True)
+
+
+@needs_isolation
+@pytest.mark.parametrize("preload", KERNEL_STARTS)
+def test_a_kernel_sees_only_what_it_needs_of_the_machine(toy_course, tmp_path, preload):
+    """Not a list of hidden folders: the kernel's file system holds the system's programs,
+    the interpreter, the course and its data, and its scratch folder; nothing else of the
+    machine is there to read, write or connect to."""
+    solutions, release_dir = toy_course
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    with _machine_around_the_grader() as around:
+        snoop = f"""
+            import os, socket
+            for name, path in {[(k, str(v)) for k, v in around.items() if k != "var_tmp"]!r}:
+                try:
+                    if name == "socket":
+                        socket.socket(socket.AF_UNIX).connect(path)
+                    else:
+                        open(path).read()
+                    print("REACHED", name)
+                except OSError as err:
+                    print("unreached", name, type(err).__name__)
+            try:
+                with open({str(around["var_tmp"])!r}, "w") as fh:
+                    fh.write("left")
+                print("REACHED var_tmp")
+            except OSError as err:
+                print("unreached var_tmp", type(err).__name__)
+            print("root", sorted(os.listdir("/")))
+        """
+        notebook = _answer(release_dir / TOY / f"{TOY}.ipynb", tmp_path / "v.ipynb",
+                           ADD + textwrap.dedent(snoop))  # fmt: skip
+        _submit(subs, "mallory", notebook)
+        grade(
+            subs, out, cell_timeout=30, timeout=120, solutions=solutions, preload=preload,
+            **QUIET,
+        )  # fmt: skip
+        left_behind = around["var_tmp"].exists()
+    rows = _rows(out)
+    assert (rows["mallory"]["score"], rows["mallory"]["status"]) == ("3.0", "ok"), rows
+    printed = _printed(out, "mallory")
+    for name in ("solution", "home", "etc", "socket", "var_tmp"):
+        assert f"unreached {name} " in printed, printed
+    assert "REACHED" not in printed and not left_behind, printed
+    top = printed.split("root ")[1].splitlines()[0]
+    for absent in ("home", "var", "srv", "mnt", "opt", "boot"):
+        assert f"'{absent}'" not in top, f"the kernel sees /{absent}: {top}"
+
+
+def _readable_by_anyone(path: Path) -> bool:
+    return all(p.stat().st_mode & 0o005 == 0o005 for p in [path, *path.parents])
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv") or not _readable_by_anyone(REPO),
+    reason="needs root to become an ordinary user (setpriv) and a checkout others may read",
+)
+def test_an_ordinary_user_gets_the_view_no_network_and_no_capabilities_left(tmp_path):
+    """An instructor without root: bubblewrap makes the kernel's view in a user namespace
+    of its own, `sandbox.enter` its own /tmp and processes there, then drops every
+    capability. Run as an unprivileged user id, with the system's Python (the course's
+    may sit in root's home)."""
+    if not sandbox.view.bwrap():
+        pytest.skip("bubblewrap is not installed")
+    user = sandbox.SandboxUser()
+    parent = Path(tempfile.mkdtemp(prefix="tg-user-", dir="/tmp"))
+    listener = _Listener()
+    try:
+        (parent / "work").mkdir()
+        for path in (parent, parent / "work"):
+            os.chown(path, user.uid, user.gid)
+        parent.chmod(0o711)
+        inner = textwrap.dedent(f"""
+            import ctypes, json, os, socket, sys
+            from autograde import sandbox
+            settings = sandbox.Settings.read(sys.argv[1])
+            open(settings.scratch + "/conn.json", "w").write("{{}}")
+            sandbox.enter(settings, settings.scratch + "/conn.json")
+            seen = {{}}
+            for name, path in json.loads(sys.argv[2]).items():
+                try:
+                    if name == "socket":
+                        socket.socket(socket.AF_UNIX).connect(path)
+                    elif name == "var_tmp" or name == "repo":
+                        open(path, "w").write("left")
+                    else:
+                        open(path).read()
+                    seen[name] = "REACHED"
+                except OSError as err:
+                    seen[name] = "unreached"
+            try:
+                socket.create_connection(("127.0.0.1", {listener.port}), timeout=2)
+                seen["network"] = "REACHED"
+            except OSError:
+                seen["network"] = "unreached"
+            open("/tmp/mine", "w").write("x")
+            status = open("/proc/self/status").read()
+            seen["caps"] = [l.split()[1] for l in status.splitlines() if l.startswith("Cap")]
+            seen["pid"] = os.getpid()
+            seen["processes"] = len([p for p in os.listdir("/proc") if p.isdigit()])
+            libc = ctypes.CDLL(None, use_errno=True)
+            seen["unshare"] = libc.unshare(sandbox.CLONE_NEWNS)
+            print(json.dumps(seen))
+        """)
+        script = textwrap.dedent(f"""
+            import json, subprocess, sys
+            from autograde import sandbox, view
+            report = sandbox.isolation()
+            settings = sandbox.Settings(scratch={str(parent / "work")!r}, repo={str(REPO)!r},
+                                        python_path=[{str(REPO)!r}], use_view=True)
+            settings.write(sandbox.Path({str(parent / "work" / "s.json")!r}))
+            argv = [sys.executable, "-c", {inner!r}, {str(parent / "work" / "s.json")!r},
+                    sys.argv[1]]
+            done = subprocess.run(view.command(settings, argv), env=sandbox.kernel_env(settings),
+                                  capture_output=True, text=True, timeout=60)
+            print(json.dumps({{"report": report, "rc": done.returncode, "err": done.stderr}}))
+            print(done.stdout)
+        """)
+        with _machine_around_the_grader() as around:
+            targets = {k: str(v) for k, v in around.items()}
+            targets["repo"] = str(REPO / "tg-written-by-a-kernel")
+            done = subprocess.run(
+                ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups",
+                 "/usr/bin/python3", "-c", script, json.dumps(targets)],
+                env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+                cwd="/", capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        first, second = done.stdout.strip().splitlines()[-2:]
+        outer, seen = json.loads(first), json.loads(second)
+    finally:
+        listener.close()
+        sandbox.kill_user(user.uid)
+        user.release()
+        shutil.rmtree(parent, ignore_errors=True)
+        (REPO / "tg-written-by-a-kernel").unlink(missing_ok=True)
+    report = outer["report"]
+    assert report["separate_user"] is False and report["allow_list"] is True, report
+    assert all(report[k] for k in ("hidden_folders", "no_network", "private_tmp",
+                                   "own_processes")), report  # fmt: skip
+    assert outer["rc"] == 0, outer["err"]
+    for name in ("solution", "home", "etc", "socket", "var_tmp", "repo", "network"):
+        assert seen[name] == "unreached", (name, seen)
+    assert not (parent / "work" / "mine").exists()
+    assert seen["pid"] == 1 and seen["processes"] <= 3, seen
+    assert set(seen["caps"][:3]) == {"0000000000000000"}, seen["caps"]  # inh, prm, eff
+    assert seen["unshare"] != 0, "the kernel could still make namespaces"

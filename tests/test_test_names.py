@@ -43,6 +43,7 @@ ELSEWHERE = {
     "autograde/report.py": ("test_grading_sandbox.py", "feedback pages and the score plot"),
     "autograde/runner.py": ("test_grading_sandbox.py", "one nbgrader process per worker"),
     "autograde/submission.py": ("test_grading_grade.py", "every status a row can end with"),
+    "autograde/view.py": ("test_grading_sandbox.py", "what a kernel sees, tried by kernels"),
     "autograde/workers.py": ("test_grading_class.py", "a class graded by parallel workers"),
     "autograde/workspace.py": ("test_grading_release.py", "the throw-away course folder"),
 }
