@@ -1,8 +1,13 @@
 """Twin GPT's Triton kernels (softmax, flash attention) and their autograd wrappers.
 
+    softmax.py    softmax(x): a fused row-wise softmax (chapter 07's first kernel)
+    attention.py  flash_attention(q, k, v, causal): FlashAttention-2, forward and backward,
+                  what the GPT runs with attn_impl="triton" (with or without a KV cache)
+
 Reach them through `course.runtime.import_kernels("attention")`, which also makes Triton
 ready (`course.runtime.use_triton`: on a machine without a GPU, kernels run in Triton's
-interpreter). Importing this package imports nothing and changes nothing.
+interpreter). Importing this package imports nothing and changes nothing; importing one of
+its modules loads Triton (through `use_triton`) and defines its kernels.
 
 The PyPI package `kernels` (Hugging Face's kernel hub) has the same import name, and pip
 does not stop both from being installed: in one environment its files land in the same

@@ -199,9 +199,9 @@ def test_block_is_pre_layernorm_with_residuals():
     torch.testing.assert_close(block(x), expected)
 
 
-def test_triton_attention_is_a_clear_error_until_its_kernels_exist():
-    attn = CausalSelfAttention(SMALL.replace(attn_impl="triton"))
-    with pytest.raises(NotImplementedError, match="sdpa"):
+def test_triton_attention_refuses_dropout_it_does_not_have():
+    attn = CausalSelfAttention(SMALL.replace(attn_impl="triton", dropout=0.1)).train()
+    with pytest.raises(ValueError, match="dropout=0.1"):
         attn(torch.randn(1, 4, SMALL.n_embd))
 
 

@@ -127,6 +127,11 @@ class CausalSelfAttention(nn.Module):
                 self.weights = weights.detach()
             return y
         if self.attn_impl == "triton":
+            if dropout:  # the kernels have none: training would silently differ from sdpa's
+                raise ValueError(
+                    f"attn_impl='triton' has no attention dropout (this model trains with "
+                    f"dropout={dropout}): set dropout=0.0, or train with attn_impl='sdpa'"
+                )
             return _triton_attention(q, k, v)
         T, S = q.size(-2), k.size(-2)
         if T == S:  # training, or the first pass over a prompt
@@ -149,9 +154,7 @@ def _triton_attention(q, k, v) -> torch.Tensor:
             "attn_impl='triton' needs kernels.attention.flash_attention, which arrives with "
             "chapter 07 (it is not in kernels/ yet); use attn_impl='sdpa' or 'manual'"
         ) from None
-    if q.size(-2) != k.size(-2):
-        raise NotImplementedError("attn_impl='triton' does not support a KV cache; use 'sdpa'")
-    return attention.flash_attention(q, k, v, causal=True)
+    return attention.flash_attention(q, k, v, causal=True)  # with a cache: T queries, S keys
 
 
 class MLP(nn.Module):
