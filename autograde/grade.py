@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import forkserver, notebooks, submission
+from . import cgroup, forkserver, notebooks, submission
 from .gradebook import Gradebook, default_url, make_private, parse_due, read_roster
 from .grades import FIELDS, GRADES, STUDENT_ID, Row, read_grades, write_grades
 from .options import GradeOptions
@@ -118,8 +118,13 @@ def check_isolation(unsafe: bool, log) -> bool:
     report = isolation()
     words = ", ".join(f"{name.replace('_', ' ')}: {'yes' if ok else 'NO'}" for name, ok in
                       report.items())  # fmt: skip
-    log(f"sandbox for student kernels: {words}; memory limited per process (address space), "
-        "no cgroup for a kernel's whole tree")  # fmt: skip
+    why_not = cgroup.available()
+    memory = (
+        f"memory limited per process (address space) only: {why_not}"
+        if why_not
+        else "memory and processes also limited for a kernel's whole tree (control group)"
+    )
+    log(f"sandbox for student kernels: {words}; {memory}")
     spared = {"separate_user"} if report.get("allow_list") else set()
     missing = [name for name, ok in report.items() if not ok and name not in spared]
     if not missing:

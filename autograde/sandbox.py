@@ -43,7 +43,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import forkprotocol, view
+from . import cgroup, forkprotocol, view
 
 KERNEL_NAME = "twin-gpt-sandbox"
 # Linux clone flags and mount flags (linux/sched.h, linux/mount.h).
@@ -100,6 +100,7 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict)
     fork_server: str | None = None  # the Unix socket of this worker's fork server, if any
     use_view: bool = False  # start kernels in bubblewrap's view of the machine (`view`)
+    cgroups: list[str] = field(default_factory=list)  # control groups a kernel joins
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=1))
@@ -642,6 +643,10 @@ def enter(settings: Settings, connection_file: str) -> Path:
     notes = []
     stand_in = None
     root = os.geteuid() == 0
+    try:  # first: all it starts from here on is counted in its worker's group
+        cgroup.join(settings.cgroups)
+    except OSError as err:
+        notes.append(f"memory not limited for the kernel's whole tree ({err})")
     if _privileged():  # root, or inside bubblewrap's view (`view`)
         mounted = _private_mounts(settings, scratch, notes)
         if settings.isolate_network:

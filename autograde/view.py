@@ -122,6 +122,8 @@ def command(settings, argv: list[str], files=(), program: str | None = None) -> 
                 args += ["--perms", "0755", "--dir", str(folder)]
                 made.add(folder)
         args += [shown[place], str(place.resolve()), str(place)]
+    for folder in settings.cgroups:  # the kernel joins them (`sandbox.enter`), as root
+        args += ["--bind", folder, folder]
     for folder in settings.hide:  # inside what is shown: covered
         folder = Path(folder)
         if folder.is_dir() and any(folder.is_relative_to(place) for place in shown):

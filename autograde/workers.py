@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from . import forkserver, notebooks, sandbox, submission, view
+from . import cgroup, forkserver, notebooks, sandbox, submission, view
 from .gradebook import Gradebook
 from .grades import Row
 from .options import GradeOptions
@@ -44,6 +44,11 @@ class Worker:
         self.scratch_parent = sandbox.scratch_parent(index)
         scratch = self.scratch_parent / "work"
         self.course = CourseFolder(exec_timeout=options.cell_timeout, db_url=options.db_url)
+        self.group = None  # memory and processes of a kernel's whole tree (root only)
+        if uid is not None:
+            limits = options.limits
+            self.group = cgroup.KernelGroup(f"twin-gpt-sandbox-{uid}", limits.memory_mb,
+                                            limits.processes)  # fmt: skip
         self.settings = sandbox.Settings(
             scratch=str(scratch),
             repo=str(REPO),
@@ -54,6 +59,7 @@ class Worker:
             limits=options.limits,
             fork_server=str(self.scratch_parent / "fork-server") if options.preload else None,
             use_view=view.probe() is not None,
+            cgroups=[str(f) for f in self.group.folders] if self.group else [],
         )
         settings_file = self.course.root / "sandbox.json"
         self.settings.write(settings_file)
@@ -100,6 +106,8 @@ class Worker:
             self.fork_server.close()
         if self.uid is not None:
             sandbox.kill_user(self.uid)
+            if self.group is not None:
+                self.group.close()
             self.user.release()
         self.course.__exit__(None, None, None)
         shutil.rmtree(self.scratch_parent, ignore_errors=True)
@@ -131,6 +139,7 @@ class Worker:
             return row.failed("refused-file", str(err))
         graded = root / "autograded" / student / assignment
         log = options.out / "logs" / f"{student}__{assignment}.log"
+        oom_kills = self.group.oom_kills() if self.group else 0
         for attempt in range(1 + RETRIES):
             result = self._run(student, assignment, log, graded)
             if attempt < RETRIES and not result.timed_out and infrastructure_failure(result):
@@ -140,6 +149,10 @@ class Worker:
         found = self.book.result(assignment, student)
         score, stamp, late = found if found else (0.0, "", 0.0)
         row = Row(student, assignment, score, max_score, "ok", stamp, late)
+        if self.group is not None and self.group.oom_kills() > oom_kills:
+            memory_mb = options.limits.memory_mb  # a process of its tree was killed for it
+            return row.failed("memory-limit", f"the kernel and the processes it started used "
+                              f"more than {memory_mb} MB of memory together")  # fmt: skip
         if result.timed_out:
             return row.failed("timeout", f"the notebook ran past {options.timeout:g} s")
         if found is None or not graded.is_dir():
