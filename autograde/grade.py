@@ -228,13 +228,16 @@ def _grade(
         if students:
             book.add_students(students)
         to_run: queue.Queue[Submission] = queue.Queue()
+        max_scores: dict[str, float] = {}
         for student, assignment in pending:
             folder = found[(student, assignment)]
             if assignment not in known:
                 record(Row(student, assignment, 0.0, 0.0, "unknown-assignment",
                            notes=f"known: {', '.join(sorted(known))}"))  # fmt: skip
                 continue
-            row = _ungradable(student, assignment, folder, options.release, book)
+            if assignment not in max_scores:  # one gradebook read per assignment, not row
+                max_scores[assignment] = book.max_score(assignment)
+            row = _ungradable(student, assignment, folder, options.release, max_scores[assignment])
             if row is not None:
                 record(row)
             else:
@@ -287,9 +290,9 @@ def _hidden(solutions: Path, out: Path, submissions: Path, roster: Path | None) 
     return tuple(h for h in dict.fromkeys(hide) if not _inside(REPO, Path(h)))
 
 
-def _ungradable(student, assignment, folder, release: Path, book: Gradebook) -> Row | None:
+def _ungradable(student, assignment, folder, release: Path, max_score: float) -> Row | None:
     """The row of a submission that cannot be graded as handed in; None if it can."""
-    row = Row(student, assignment, 0.0, book.max_score(assignment), "ok")
+    row = Row(student, assignment, 0.0, max_score, "ok")
     if not STUDENT_ID.match(student):
         return row.failed("invalid-student-id", "ids are letters, digits and _.@+- only")
     if student == SOLUTION_ID:
