@@ -1,20 +1,18 @@
-"""A control group per grading worker: memory and processes counted for a kernel's whole
-tree, not per process.
+"""A control group per grading worker: memory counted for a kernel's whole tree, not per
+process.
 
 Resource limits (`sandbox.Limits`, setrlimit) bound each process: a kernel that forks ten
 children may use ten times its address-space limit. A control group counts them together:
 `KernelGroup` makes one per worker, below the grader's own (so the machine's limits on the
-grader still hold), with
-
-- memory: the kernel and everything it starts share `Limits.memory_mb` of memory; past it
-  the kernel's out-of-memory killer ends one of them (`oom_kills` counts those, so the row
-  can say why its kernel died);
-- processes: at most `Limits.processes` tasks (processes and threads) in the tree.
+grader still hold): the kernel and everything it starts share `Limits.memory_mb` of
+memory; past it the out-of-memory killer ends one of them (`oom_kills` counts those, so the
+row can say why). Processes need no group: each worker's kernels run as a user of their
+own, whose process limit (RLIMIT_NPROC) already counts the whole tree.
 
 Each kernel joins its worker's group as it enters the sandbox (`join`, writing "0", itself,
 to the group's ``cgroup.procs``), before any student code runs; a fork server stays outside,
 so the libraries it preloaded are charged to it, not to the kernel. Control groups need
-root; the cgroup v1 controllers and the unified (v2) hierarchy are both handled. Where
+root; the cgroup v1 memory controller and the unified (v2) hierarchy are both handled. Where
 neither can be written, there is no group and the per-process limits remain (`grade` says
 which in its first line).
 """
@@ -26,7 +24,7 @@ import os
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
-KINDS = ("memory", "pids")
+KINDS = ("memory",)
 
 
 def _own_paths(text: str) -> dict[str, str]:
@@ -42,36 +40,32 @@ def _own_paths(text: str) -> dict[str, str]:
 class KernelGroup:
     """The control group(s) of one worker's kernels (see the module's docstring)."""
 
-    def __init__(self, name: str, memory_mb: int, processes: int, root: Path = ROOT):
+    def __init__(self, name: str, memory_mb: int, root: Path = ROOT):
         self.folders: list[Path] = []
         self._memory_events: Path | None = None
         self.error = ""
         try:
             own = _own_paths(Path("/proc/self/cgroup").read_text())
             if (root / "cgroup.controllers").is_file():  # the unified hierarchy (v2)
-                self._make_v2(root / own.get("", "/").lstrip("/"), name, memory_mb, processes)
+                self._make_v2(root / own.get("", "/").lstrip("/"), name, memory_mb)
             else:
-                self._make_v1(root, own, name, memory_mb, processes)
+                self._make_v1(root, own, name, memory_mb)
         except (OSError, ValueError) as err:
             self.close()
             self.error = f"no control group for the kernels ({err})"
 
-    def _make_v1(self, root, own, name, memory_mb, processes) -> None:
-        for kind in KINDS:
-            parent = root / kind / own.get(kind, "/").lstrip("/")
-            if not parent.is_dir():
-                raise OSError(f"no cgroup v1 {kind} controller at {parent}")
-            folder = self._made(parent / name)
-            if kind == "memory":
-                (folder / "memory.limit_in_bytes").write_text(str(memory_mb << 20))
-                swap = folder / "memory.memsw.limit_in_bytes"  # no swapping past the limit
-                with contextlib.suppress(OSError):
-                    swap.write_text(str(memory_mb << 20))
-                self._memory_events = folder / "memory.oom_control"
-            else:
-                (folder / "pids.max").write_text(str(processes))
+    def _make_v1(self, root, own, name, memory_mb) -> None:
+        parent = root / "memory" / own.get("memory", "/").lstrip("/")
+        if not parent.is_dir():
+            raise OSError(f"no cgroup v1 memory controller at {parent}")
+        folder = self._made(parent / name)
+        (folder / "memory.limit_in_bytes").write_text(str(memory_mb << 20))
+        swap = folder / "memory.memsw.limit_in_bytes"  # no swapping past the limit
+        with contextlib.suppress(OSError):
+            swap.write_text(str(memory_mb << 20))
+        self._memory_events = folder / "memory.oom_control"
 
-    def _make_v2(self, parent, name, memory_mb, processes) -> None:
+    def _make_v2(self, parent, name, memory_mb) -> None:
         wanted = set(KINDS)
         have = set((parent / "cgroup.subtree_control").read_text().split())
         if not wanted <= have:  # may fail: a group with processes cannot hand controllers on
@@ -80,7 +74,6 @@ class KernelGroup:
         (folder / "memory.max").write_text(str(memory_mb << 20))
         with contextlib.suppress(OSError):
             (folder / "memory.swap.max").write_text("0")
-        (folder / "pids.max").write_text(str(processes))
         self._memory_events = folder / "memory.events"
 
     def _made(self, folder: Path) -> Path:
@@ -113,7 +106,7 @@ def available() -> str:
     """ "" when kernels can have control groups here, else why not."""
     if os.geteuid() != 0:
         return "control groups need root"
-    group = KernelGroup(f"twin-gpt-probe-{os.getpid()}", 64, 8)
+    group = KernelGroup(f"twin-gpt-probe-{os.getpid()}", 64)
     group.close()
     return group.error
 

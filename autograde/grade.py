@@ -122,7 +122,7 @@ def check_isolation(unsafe: bool, log) -> bool:
     memory = (
         f"memory limited per process (address space) only: {why_not}"
         if why_not
-        else "memory and processes also limited for a kernel's whole tree (control group)"
+        else "memory also limited for a kernel's whole tree (control group)"
     )
     log(f"sandbox for student kernels: {words}; {memory}")
     spared = {"separate_user"} if report.get("allow_list") else set()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -36,6 +37,7 @@ import select
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -270,12 +272,45 @@ def tries() -> dict[str, bool]:
     return {name: able and _tried(attempt) for name, attempt in ATTEMPTS.items()}
 
 
+@functools.cache
+def view_tries() -> dict[str, bool] | None:
+    """What a kernel may do inside the view (`sandbox.tries`, run there), or None when
+    bubblewrap is missing or cannot make the view on this machine."""
+    program = view.bwrap()
+    if program is None:
+        return None
+    repo = Path(__file__).resolve().parents[1]
+    parent = Path(tempfile.mkdtemp(prefix="twin-gpt-view-"))
+    try:
+        settings = Settings(scratch=str(parent / "work"), repo=str(repo), python_path=[str(repo)])
+        (parent / "work").mkdir()
+        argv = [sys.executable, "-m", "autograde.sandbox", "--tries"]
+        try:
+            done = subprocess.run(
+                view.command(settings, argv, program=program),
+                env=kernel_env(settings),
+                capture_output=True,
+                text=True,
+                timeout=view.PROBE_TIMEOUT,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode != 0:
+            return None
+        try:
+            return {k: bool(v) for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
+        except (ValueError, IndexError):
+            return None
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
+
+
 def isolation() -> dict[str, bool]:
     """What this machine lets the sandbox do: {"separate_user", "allow_list",
     "hidden_folders", "no_network", "private_tmp", "own_processes"}. "allow_list": the kernel
     sees only what it needs (`view`, bubblewrap); the other four are tried in there then,
     or on the machine itself without it. A separate user needs root."""
-    inside = view.probe()
+    inside = view_tries()
     report = {"separate_user": os.geteuid() == 0, "allow_list": inside is not None}
     report.update(inside if inside is not None else tries())
     return report
@@ -538,7 +573,7 @@ def _private_mounts(settings: Settings, scratch: Path, notes: list[str]) -> bool
         notes.append(f"instructor folders not hidden, /tmp shared ({err})")
         return False
     try:  # first: what it binds back is then covered below like any other folder
-        _private_tmp(_needed(settings, scratch), settings.limits.tmp_mb)
+        _private_tmp(view.needed(settings, scratch), settings.limits.tmp_mb)
     except OSError as err:
         notes.append(f"/tmp and /dev/shm shared with the machine ({err})")
     try:
@@ -554,15 +589,6 @@ def _private_mounts(settings: Settings, scratch: Path, notes: list[str]) -> bool
         except OSError as err:
             notes.append(f"interpreter or scratch folder maybe out of reach ({err})")
     return True
-
-
-def _needed(settings: Settings, scratch: Path) -> list[Path]:
-    """The folders a kernel needs: its scratch folder, the interpreter and its libraries,
-    the course (the repository, what is on its PYTHONPATH) and the course data."""
-    data = settings.env.get("COURSE_DATA_DIR") or os.environ.get("COURSE_DATA_DIR")
-    paths = [scratch, sys.prefix, sys.base_prefix, Path(sys.executable).resolve().parent]
-    paths += [settings.repo, *settings.python_path] + ([data] if data else [])
-    return [Path(p) for p in paths]
 
 
 def _own_processes(notes: list[str]) -> int | None:
@@ -728,7 +754,7 @@ def launch(settings: Settings, connection_file: str, settings_file: str | None =
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv == ["--tries"]:  # run by `view.probe` inside the view
+    if argv == ["--tries"]:  # run by `view_tries` inside the view
         print(json.dumps(tries()))
         return
     in_view = argv[:1] == ["--in-view"]

@@ -9,7 +9,7 @@ from) starts in a file system of its own made of:
 - the system's programs and libraries, read-only (/usr and its links /bin, /lib, ...), and
   from /etc only what programs read to run (`ETC`): no credentials, no configuration with
   secrets;
-- the interpreter, its libraries, the course and its data (`sandbox._needed`), read-only,
+- the interpreter, its libraries, the course and its data (`needed`), read-only,
   at the paths the grader gives them and at their real ones;
 - the worker's scratch folder, where the kernel works and its sockets are, writable;
 - an empty /tmp, a /proc of its own processes, a minimal /dev; no network, no host name,
@@ -28,13 +28,9 @@ them all before the student's first cell.
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 # The system's folders of programs and libraries (links, such as /bin -> usr/bin, stay links).
@@ -88,8 +84,6 @@ def command(settings, argv: list[str], files=(), program: str | None = None) -> 
     """The bubblewrap command that runs `argv` in a kernel's view of the machine
     (`settings`: a `sandbox.Settings`); `files` are more files to show read-only (the
     settings file). Running it needs `bwrap()`."""
-    from .sandbox import _needed
-
     scratch = Path(settings.scratch)
     args = [program or bwrap() or "bwrap", "--die-with-parent"]
     args += ["--unshare-ipc", "--unshare-pid", "--unshare-uts", "--unshare-cgroup-try"]
@@ -112,8 +106,8 @@ def command(settings, argv: list[str], files=(), program: str | None = None) -> 
     args += ["--ro-bind-try", CPU_INFO, CPU_INFO]
     # The scratch folder is made anew for each kernel: its parent is the one that lasts.
     writable = _places([scratch.parent])
-    needed = [p for p in _needed(settings, scratch) if p != scratch]
-    shown = {place: "--ro-bind" for place in _places([*needed, *files])}
+    shown_needed = [p for p in needed(settings, scratch) if p != scratch]
+    shown = {place: "--ro-bind" for place in _places([*shown_needed, *files])}
     shown.update({place: "--bind" for place in writable})
     made = {Path("/"), Path("/tmp"), Path("/etc"), Path("/sys"), *map(Path, SYSTEM)}
     for place in sorted(shown):  # parents first
@@ -132,36 +126,10 @@ def command(settings, argv: list[str], files=(), program: str | None = None) -> 
     return args + list(argv)
 
 
-@functools.cache
-def probe() -> dict[str, bool] | None:
-    """What a kernel may do inside the view (`sandbox.tries`, run there), or None when
-    bubblewrap is missing or cannot make the view on this machine."""
-    from .sandbox import Settings, kernel_env
-
-    program = bwrap()
-    if program is None:
-        return None
-    repo = Path(__file__).resolve().parents[1]
-    parent = Path(tempfile.mkdtemp(prefix="twin-gpt-view-"))
-    try:
-        settings = Settings(scratch=str(parent / "work"), repo=str(repo), python_path=[str(repo)])
-        (parent / "work").mkdir()
-        argv = [sys.executable, "-m", "autograde.sandbox", "--tries"]
-        try:
-            done = subprocess.run(
-                command(settings, argv, program=program),
-                env=kernel_env(settings),
-                capture_output=True,
-                text=True,
-                timeout=PROBE_TIMEOUT,
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        if done.returncode != 0:
-            return None
-        try:
-            return {k: bool(v) for k, v in json.loads(done.stdout.splitlines()[-1]).items()}
-        except (ValueError, IndexError):
-            return None
-    finally:
-        shutil.rmtree(parent, ignore_errors=True)
+def needed(settings, scratch: Path) -> list[Path]:
+    """The folders a kernel needs: its scratch folder, the interpreter and its libraries,
+    the course (the repository, what is on its PYTHONPATH) and the course data."""
+    data = settings.env.get("COURSE_DATA_DIR") or os.environ.get("COURSE_DATA_DIR")
+    paths = [scratch, sys.prefix, sys.base_prefix, Path(sys.executable).resolve().parent]
+    paths += [settings.repo, *settings.python_path] + ([data] if data else [])
+    return [Path(p) for p in paths]

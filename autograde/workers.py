@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cgroup, forkserver, notebooks, sandbox, submission, view
+from . import cgroup, forkserver, notebooks, sandbox, submission
 from .gradebook import Gradebook
 from .grades import Row
 from .options import GradeOptions
@@ -46,9 +46,8 @@ class Worker:
         self.course = CourseFolder(exec_timeout=options.cell_timeout, db_url=options.db_url)
         self.group = None  # memory and processes of a kernel's whole tree (root only)
         if uid is not None:
-            limits = options.limits
-            self.group = cgroup.KernelGroup(f"twin-gpt-sandbox-{uid}", limits.memory_mb,
-                                            limits.processes)  # fmt: skip
+            name, memory_mb = f"twin-gpt-sandbox-{uid}", options.limits.memory_mb
+            self.group = cgroup.KernelGroup(name, memory_mb)
         self.settings = sandbox.Settings(
             scratch=str(scratch),
             repo=str(REPO),
@@ -58,7 +57,7 @@ class Worker:
             hide=[*options.hide, str(self.course.root)],
             limits=options.limits,
             fork_server=str(self.scratch_parent / "fork-server") if options.preload else None,
-            use_view=view.probe() is not None,
+            use_view=sandbox.view_tries() is not None,
             cgroups=[str(f) for f in self.group.folders] if self.group else [],
         )
         settings_file = self.course.root / "sandbox.json"

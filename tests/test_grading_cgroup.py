@@ -20,42 +20,40 @@ def _own() -> dict[str, str]:
     return cgroup._own_paths(Path("/proc/self/cgroup").read_text())
 
 
-def test_v1_groups_get_the_memory_and_process_limits(tmp_path):
+def test_a_v1_group_gets_the_memory_limit(tmp_path):
     own = _own()
     for kind in cgroup.KINDS:
         (tmp_path / kind / own.get(kind, "/").lstrip("/")).mkdir(parents=True, exist_ok=True)
-    group = cgroup.KernelGroup("k", memory_mb=300, processes=12, root=tmp_path)
-    assert group.error == "" and len(group.folders) == 2
-    memory, pids = group.folders
+    group = cgroup.KernelGroup("k", memory_mb=300, root=tmp_path)
+    assert group.error == "" and len(group.folders) == 1
+    (memory,) = group.folders
     assert (memory / "memory.limit_in_bytes").read_text() == str(300 * 1024 * 1024)
-    assert (pids / "pids.max").read_text() == "12"
     (memory / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
     assert group.oom_kills() == 3
     for folder in group.folders:  # what the kernel writes and the files above are not
         for name in folder.iterdir():  # folders: rmdir would refuse (a real group has none)
             name.unlink()
     group.close()
-    assert not memory.exists() and not pids.exists()
+    assert not memory.exists()
 
 
-def test_v2_group_enables_its_controllers_and_counts_kills(tmp_path):
+def test_a_v2_group_enables_its_controller_and_counts_kills(tmp_path):
     parent = tmp_path / _own().get("", "/").lstrip("/")
     parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
     (parent / "cgroup.subtree_control").write_text("")
-    group = cgroup.KernelGroup("k", memory_mb=256, processes=9, root=tmp_path)
+    group = cgroup.KernelGroup("k", memory_mb=256, root=tmp_path)
     assert group.error == ""
     (folder,) = group.folders
-    assert (parent / "cgroup.subtree_control").read_text() in ("+memory +pids", "+pids +memory")
+    assert (parent / "cgroup.subtree_control").read_text() == "+memory"
     assert (folder / "memory.max").read_text() == str(256 << 20)
-    assert (folder / "pids.max").read_text() == "9"
     assert group.oom_kills() == 0
     (folder / "memory.events").write_text("low 0\nhigh 0\nmax 5\noom 2\noom_kill 2\n")
     assert group.oom_kills() == 2
 
 
 def test_no_group_where_the_controllers_are_missing(tmp_path):
-    group = cgroup.KernelGroup("k", memory_mb=256, processes=9, root=tmp_path)
+    group = cgroup.KernelGroup("k", memory_mb=256, root=tmp_path)
     assert group.folders == [] and "no control group" in group.error and "memory" in group.error
     assert group.oom_kills() == 0
 
