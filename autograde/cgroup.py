@@ -24,7 +24,6 @@ import os
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
-KINDS = ("memory",)
 
 
 def _own_paths(text: str) -> dict[str, str]:
@@ -66,7 +65,7 @@ class KernelGroup:
         self._memory_events = folder / "memory.oom_control"
 
     def _make_v2(self, parent, name, memory_mb) -> None:
-        wanted = set(KINDS)
+        wanted = {"memory"}
         have = set((parent / "cgroup.subtree_control").read_text().split())
         if not wanted <= have:  # may fail: a group with processes cannot hand controllers on
             (parent / "cgroup.subtree_control").write_text(" ".join(f"+{k}" for k in wanted))

@@ -174,7 +174,6 @@ class CappedExecute(Execute):
         self.log.warning("The kernel's output channel kept being cut off: %d tries", tries)
 
     async def _async_cleanup_kernel(self) -> None:
-        self._stop_watch()
         try:
             await super()._async_cleanup_kernel()
         finally:

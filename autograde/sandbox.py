@@ -272,6 +272,9 @@ def tries() -> dict[str, bool]:
     return {name: able and _tried(attempt) for name, attempt in ATTEMPTS.items()}
 
 
+VIEW_PROBE_TIMEOUT = 60.0  # seconds for a Python to start in the view and try
+
+
 @functools.cache
 def view_tries() -> dict[str, bool] | None:
     """What a kernel may do inside the view (`sandbox.tries`, run there), or None when
@@ -291,7 +294,7 @@ def view_tries() -> dict[str, bool] | None:
                 env=kernel_env(settings),
                 capture_output=True,
                 text=True,
-                timeout=view.PROBE_TIMEOUT,
+                timeout=VIEW_PROBE_TIMEOUT,
             )
         except (OSError, subprocess.TimeoutExpired):
             return None

@@ -58,7 +58,6 @@ ETC = (
 )
 # What the machine tells of its processors (os.cpu_count reads it).
 CPU_INFO = "/sys/devices/system/cpu"
-PROBE_TIMEOUT = 60.0
 
 
 def bwrap() -> str | None:
