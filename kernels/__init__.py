@@ -1,8 +1,10 @@
 """Twin GPT's Triton kernels (softmax, flash attention) and their autograd wrappers.
 
-    softmax.py    softmax(x): a fused row-wise softmax (chapter 07's first kernel)
+    vector_add.py add(x, y): the smallest kernel, masks and grids (chapter 07 begins here)
+    softmax.py    softmax(x): a fused row-wise softmax; online_softmax(x) for rows of any length
     attention.py  flash_attention(q, k, v, causal): FlashAttention-2, forward and backward,
                   what the GPT runs with attn_impl="triton" (with or without a KV cache)
+    testing.py    run a kernel in a child process, inside NaN canaries (chapter 07.s tests)
 
 Reach them through `course.runtime.import_kernels("attention")`, which also makes Triton
 ready (`course.runtime.use_triton`: on a machine without a GPU, kernels run in Triton's

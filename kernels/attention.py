@@ -32,6 +32,7 @@ and an arbitrary attention mask are not supported.
     flash_attention_forward, flash_attention_backward                   their launchers
     _FlashAttention                                                     the autograd wrapper
     flash_attention(q, k, v, causal=True)                               what the GPT calls
+    use_kernels(forward=..., dq=...)                                    run other kernels
 
 Importing this module is using Triton: it gets Triton from `course.runtime.use_triton`, the
 course's one place that decides whether kernels run compiled (on a GPU) or in Triton's
@@ -39,6 +40,7 @@ interpreter (on the CPU, with TRITON_INTERPRET=1), before the kernels below are 
 Reach it as `course.runtime.import_kernels("attention")`, as `attn_impl="triton"` does.
 """
 
+import contextlib
 import math
 
 import torch
@@ -316,16 +318,64 @@ def _strides(x: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(x.stride())
 
 
-def flash_attention_forward(q, k, v, causal: bool = True):
+# The kernels the launchers run, by role. `use_kernels` swaps in others with the same
+# signatures (a learner's, in chapter 07) for the launchers, `flash_attention` and the GPT.
+DEFAULT_KERNELS = {
+    "forward": flash_attention_forward_kernel,
+    "preprocess": flash_attention_backward_preprocess_kernel,
+    "dkdv": flash_attention_backward_dkdv_kernel,
+    "dq": flash_attention_backward_dq_kernel,
+}
+_active_kernels = dict(DEFAULT_KERNELS)
+
+
+@contextlib.contextmanager
+def use_kernels(**kernels):
+    """Within the `with` block, run the given kernels instead of the library's, by role:
+    ``forward``, ``preprocess``, ``dkdv``, ``dq`` (each with the signature of the library's
+    kernel of that role). Everything that launches them follows: `flash_attention`, and so
+    the GPT with ``attn_impl="triton"``."""
+    unknown = set(kernels) - set(DEFAULT_KERNELS)
+    if unknown:
+        raise ValueError(
+            f"unknown kernel role(s) {sorted(unknown)}; the roles are {list(DEFAULT_KERNELS)}"
+        )
+    saved = dict(_active_kernels)
+    _active_kernels.update({role: k for role, k in kernels.items() if k is not None})
+    try:
+        yield
+    finally:
+        _active_kernels.clear()
+        _active_kernels.update(saved)
+
+
+def _output(out, name: str, shape, dtype, device) -> torch.Tensor:
+    """`out` checked against what the kernel will write, or a new tensor for it."""
+    if out is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype or out.device != device:
+        raise ValueError(
+            f"out {name} must be {tuple(shape)} {dtype} on {device}, got "
+            f"{tuple(out.shape)} {out.dtype} on {out.device}"
+        )
+    return out
+
+
+def flash_attention_forward(q, k, v, causal: bool = True, *, kernel=None, out=None):
     """Run the forward kernel: (o, lse), o (B, H, T_q, D) in q's dtype, lse (B, H, T_q) float32.
 
     lse[b, h, i] = logsumexp_j(q_i · k_j / √D) over the keys query i sees. No autograd:
-    `flash_attention` is the differentiable version.
+    `flash_attention` is the differentiable version. `kernel`: one with the signature of
+    `flash_attention_forward_kernel` to run instead. `out`: (o, lse) to write into (any
+    strides), rather than new tensors.
     """
     B, H, T_q, T_k, D = _check(q, k, v, causal)
-    o = torch.empty((B, H, T_q, D), dtype=q.dtype, device=q.device)
-    lse = torch.empty((B, H, T_q), dtype=torch.float32, device=q.device)
-    flash_attention_forward_kernel[(triton.cdiv(T_q, BLOCK_M), B * H)](
+    o_out, lse_out = out if out is not None else (None, None)
+    o = _output(o_out, "o", (B, H, T_q, D), q.dtype, q.device)
+    lse = _output(lse_out, "lse", (B, H, T_q), torch.float32, q.device)
+    if not lse.is_contiguous():
+        raise ValueError("out lse must be contiguous: the kernel writes row b*H*T_q + h*T_q + i")
+    (kernel or _active_kernels["forward"])[(triton.cdiv(T_q, BLOCK_M), B * H)](
         q, k, v, o, lse,
         *_strides(q), *_strides(k), *_strides(v), *_strides(o),
         H, T_q, T_k, D, 1.0 / math.sqrt(D),
@@ -335,11 +385,13 @@ def flash_attention_forward(q, k, v, causal: bool = True):
     return o, lse
 
 
-def flash_attention_backward(do, q, k, v, o, lse, causal: bool = True):
-    """Run the three backward kernels: (dq, dk, dv), each contiguous, in its input's dtype.
+def flash_attention_backward(do, q, k, v, o, lse, causal: bool = True, *, kernels=None, out=None):
+    """Run the three backward kernels: (dq, dk, dv), in their inputs' dtypes.
 
     `o` and `lse` are what `flash_attention_forward` returned for q, k, v; `do` is the
-    gradient of the loss with respect to o (any strides).
+    gradient of the loss with respect to o (any strides). `kernels`: {role: kernel} to run
+    instead of the library's ("preprocess", "dkdv", "dq"). `out`: {name: tensor} for any of
+    "delta" (B, H, T_q) float32 contiguous, "dq", "dk", "dv" to write into (any strides).
     """
     B, H, T_q, T_k, D = _check(q, k, v, causal)
     if do.shape != o.shape or o.shape != q.shape or lse.shape != (B, H, T_q):
@@ -347,22 +399,31 @@ def flash_attention_backward(do, q, k, v, o, lse, causal: bool = True):
             f"do {tuple(do.shape)} and o {tuple(o.shape)} must have q's shape {tuple(q.shape)}, "
             f"and lse {tuple(lse.shape)} must be {(B, H, T_q)}"
         )
+    run = {**_active_kernels, **(kernels or {})}
+    out = out or {}
+    unknown = set(out) - {"delta", "dq", "dk", "dv"}
+    if unknown:
+        raise ValueError(f"unknown output(s) {sorted(unknown)}: out may hold delta, dq, dk, dv")
     block_d, dot_fp32, scale = triton.next_power_of_2(D), _dot_fp32(q.dtype), 1.0 / math.sqrt(D)
-    delta = torch.empty((B, H, T_q), dtype=torch.float32, device=q.device)
-    flash_attention_backward_preprocess_kernel[(triton.cdiv(T_q, BLOCK_M), B * H)](
+    delta = _output(out.get("delta"), "delta", (B, H, T_q), torch.float32, q.device)
+    if not delta.is_contiguous():
+        raise ValueError("out delta must be contiguous, like lse")
+    run["preprocess"][(triton.cdiv(T_q, BLOCK_M), B * H)](
         o, do, delta, *_strides(o), *_strides(do), H, T_q, D, BLOCK_M=BLOCK_M, BLOCK_D=block_d
     )
-    dq = torch.empty((B, H, T_q, D), dtype=q.dtype, device=q.device)
-    dk = torch.empty((B, H, T_k, D), dtype=k.dtype, device=q.device)
-    dv = torch.empty((B, H, T_k, D), dtype=v.dtype, device=q.device)
+    dq = _output(out.get("dq"), "dq", (B, H, T_q, D), q.dtype, q.device)
+    dk = _output(out.get("dk"), "dk", (B, H, T_k, D), k.dtype, q.device)
+    dv = _output(out.get("dv"), "dv", (B, H, T_k, D), v.dtype, q.device)
+    if dk.stride() != dv.stride():
+        raise ValueError("out dk and dv must have the same strides: one kernel writes both")
     common = dict(
         CAUSAL=causal, DOT_FP32=dot_fp32, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_D=block_d
     )
     inputs = (*_strides(q), *_strides(k), *_strides(v), *_strides(do))
-    flash_attention_backward_dkdv_kernel[(triton.cdiv(T_k, BLOCK_N), B * H)](
+    run["dkdv"][(triton.cdiv(T_k, BLOCK_N), B * H)](
         q, k, v, do, lse, delta, dk, dv, *inputs, *_strides(dk), H, T_q, T_k, D, scale, **common
     )
-    flash_attention_backward_dq_kernel[(triton.cdiv(T_q, BLOCK_M), B * H)](
+    run["dq"][(triton.cdiv(T_q, BLOCK_M), B * H)](
         q, k, v, do, lse, delta, dq, *inputs, *_strides(dq), H, T_q, T_k, D, scale, **common
     )
     return dq, dk, dv

@@ -21,6 +21,7 @@ _EXPORTS = {
     "CausalSelfAttention": "model",
     "causal_mask": "model",
     "manual_attention": "model",
+    "tiled_attention": "flash",  # chapter 07: the algorithm of FlashAttention
     "lm_loss": "model",
     "generate": "sampling",
     "sample_next": "sampling",

@@ -26,6 +26,7 @@ _EXPORTS = {
     "KVCache": "model",
     "causal_mask": "model",
     "manual_attention": "model",
+    "tiled_attention": "flash",  # chapter 07: the algorithm of FlashAttention
     "config_from_hf": "model",
     "load_hf_state_dict": "model",
     "generate": "sampling",
