@@ -4,7 +4,7 @@
     softmax.py    softmax(x): a fused row-wise softmax; online_softmax(x) for rows of any length
     attention.py  flash_attention(q, k, v, causal): FlashAttention-2, forward and backward,
                   what the GPT runs with attn_impl="triton" (with or without a KV cache)
-    testing.py    run a kernel in a child process, inside NaN canaries (chapter 07.s tests)
+    testing.py    run a kernel in a child process, inside NaN canaries (chapter 07's tests)
 
 Reach them through `course.runtime.import_kernels("attention")`, which also makes Triton
 ready (`course.runtime.use_triton`: on a machine without a GPU, kernels run in Triton's
