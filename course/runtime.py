@@ -268,6 +268,8 @@ def use_triton(required: bool = True):
                 "it to 1) and restart the kernel."
             )
     triton = _import_triton()
+    if no_gpu:
+        _interpret_tritons_own_functions()
     compiled = _kernels_compiled_for_a_gpu() if no_gpu else []
     if compiled:
         raise RuntimeError(
@@ -278,6 +280,31 @@ def use_triton(required: bool = True):
             "on do run interpreted)."
         )
     return triton
+
+
+def _interpret_tritons_own_functions() -> None:
+    """Make Triton's own `@jit` functions (tl.max, tl.sum, tl.softmax, tl.cdiv, ...) run in
+    the interpreter too.
+
+    Triton decorates them when it is imported, and whatever imported it first decided how:
+    PyTorch does in every optimizer's constructor, before any notebook could set
+    TRITON_INTERPRET. Decorated then, they are compiled-only, and an interpreted kernel that
+    calls one fails with "Cannot call @triton.jit'd outside of the scope of a kernel". So
+    each one still compiled-only is replaced, in every module of `triton.language` that
+    holds it, by its interpreted twin: what it would have been, imported after the decision.
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    twins: dict[int, InterpretedFunction] = {}
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "triton.language" or name.startswith("triton.language.")):
+            continue
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, JITFunction):
+                if id(value) not in twins:
+                    twins[id(value)] = InterpretedFunction(value.fn)
+                setattr(module, attr, twins[id(value)])
 
 
 def _import_triton():

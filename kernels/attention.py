@@ -353,6 +353,8 @@ def _output(out, name: str, shape, dtype, device) -> torch.Tensor:
     """`out` checked against what the kernel will write, or a new tensor for it."""
     if out is None:
         return torch.empty(shape, dtype=dtype, device=device)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"out {name} must be a torch.Tensor, got {type(out).__name__}")
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype or out.device != device:
         raise ValueError(
             f"out {name} must be {tuple(shape)} {dtype} on {device}, got "
@@ -370,6 +372,8 @@ def flash_attention_forward(q, k, v, causal: bool = True, *, kernel=None, out=No
     strides), rather than new tensors.
     """
     B, H, T_q, T_k, D = _check(q, k, v, causal)
+    if out is not None and (not isinstance(out, (tuple, list)) or len(out) != 2):
+        raise TypeError("out must be a pair (o, lse) of tensors to write into")
     o_out, lse_out = out if out is not None else (None, None)
     o = _output(o_out, "o", (B, H, T_q, D), q.dtype, q.device)
     lse = _output(lse_out, "lse", (B, H, T_q), torch.float32, q.device)
@@ -399,6 +403,15 @@ def flash_attention_backward(do, q, k, v, o, lse, causal: bool = True, *, kernel
             f"do {tuple(do.shape)} and o {tuple(o.shape)} must have q's shape {tuple(q.shape)}, "
             f"and lse {tuple(lse.shape)} must be {(B, H, T_q)}"
         )
+    if not lse.is_contiguous() or lse.dtype != torch.float32:
+        raise ValueError(
+            "lse must be float32 and contiguous, as flash_attention_forward returns it: the "
+            f"kernels read row b*H*T_q + h*T_q + i (got {lse.dtype}, strides {lse.stride()})"
+        )
+    roles = ("preprocess", "dkdv", "dq")
+    unknown = sorted(set(kernels or {}) - set(roles))
+    if unknown or any(k is None for k in (kernels or {}).values()):
+        raise ValueError(f"kernels maps roles {list(roles)} to kernels; got {kernels!r}")
     run = {**_active_kernels, **(kernels or {})}
     out = out or {}
     unknown = set(out) - {"delta", "dq", "dk", "dv"}

@@ -120,7 +120,7 @@ def online_softmax(x: torch.Tensor, *, kernel=None, out=None, block: int = ONLIN
     """softmax over the last dimension of `x` by `online_softmax_kernel` (or `kernel`), `block`
     entries at a time: rows of any length. As `softmax_forward` otherwise; no autograd."""
     _check(x, max_row_length=None)
-    if block < 16 or block & (block - 1):
+    if not isinstance(block, int) or block < 16 or block & (block - 1):
         raise ValueError(f"block must be a power of two >= 16, got {block}")
     return _launch(kernel or online_softmax_kernel, x, out, block)
 
@@ -130,6 +130,8 @@ def _launch(kernel, x, out, block: int, **options) -> torch.Tensor:
     rows = x if x.dim() == 2 else x.reshape(-1, n_cols)  # (n_rows, n_cols)
     if out is None:
         out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    elif not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
     elif out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous():
         raise ValueError(
             f"out must be contiguous with x's shape {tuple(x.shape)} and dtype {x.dtype}, got "

@@ -53,8 +53,12 @@ def run_isolated(fn, *args, timeout: float = 120.0, **kwargs):
 
     The child starts as a copy of this process (the learner's kernels included) and uses one
     thread. An exception in it is raised here; if it dies or runs past `timeout` seconds,
-    `KernelCrashed` says how.
+    `KernelCrashed` says how. Once this process uses CUDA a forked child cannot (CUDA does not
+    survive a fork): then `fn` runs here, and a compiled kernel's bad address shows as a CUDA
+    error instead of a crash.
     """
+    if torch.cuda.is_initialized():
+        return fn(*args, **kwargs)
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
@@ -135,10 +139,11 @@ class Canary:
 
     def __init__(self, shape, dtype=torch.float32, margin: int = MARGIN, order=None):
         shape = tuple(shape)
+        device = kernel_device()
         order = tuple(range(len(shape))) if order is None else tuple(order)
         n = math.prod(shape)
         self.margin = margin
-        self.buffer = torch.full((n + 2 * margin,), float("nan"), dtype=dtype)
+        self.buffer = torch.full((n + 2 * margin,), float("nan"), dtype=dtype, device=device)
         stored = tuple(shape[d] for d in order)  # memory holds the dimensions in this order
         inverse = [order.index(d) for d in range(len(shape))]
         self.tensor = self.buffer[margin : margin + n].view(stored).permute(*inverse)
@@ -196,9 +201,14 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy()
 
 
+def kernel_device() -> str:
+    """Where the kernels' tensors live: "cpu" in Triton's interpreter, else "cuda"."""
+    return "cpu" if runtime.import_kernels("attention").interpreted() else "cuda"
+
+
 def _randn(*shape, dtype=torch.float32, scale=1.0, seed=0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=generator) * scale).to(dtype)
+    generator = torch.Generator().manual_seed(seed)  # the same numbers on every device
+    return (torch.randn(*shape, generator=generator) * scale).to(kernel_device(), dtype)
 
 
 def vector_add_case(kernel, n: int, seed: int = 0) -> CaseResult:
@@ -259,8 +269,9 @@ def reference_attention(q, k, v, causal: bool):
     T_q, T_k = q.shape[-2], k.shape[-2]
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if causal:
-        rows = torch.arange(T_q)[:, None] + (T_k - T_q)
-        scores = scores.masked_fill(torch.arange(T_k)[None, :] > rows, float("-inf"))
+        rows = torch.arange(T_q, device=q.device)[:, None] + (T_k - T_q)
+        hidden = torch.arange(T_k, device=q.device)[None, :] > rows
+        scores = scores.masked_fill(hidden, float("-inf"))
     return torch.softmax(scores, dim=-1) @ v, torch.logsumexp(scores, dim=-1)
 
 

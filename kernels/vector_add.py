@@ -48,6 +48,8 @@ def add(x: torch.Tensor, y: torch.Tensor, *, kernel=None, out=None, block: int =
         )
     if out is None:
         out = torch.empty_like(x)
+    elif not isinstance(out, torch.Tensor):
+        raise TypeError(f"out must be a torch.Tensor, got {type(out).__name__}")
     elif out.shape != x.shape or out.dtype != x.dtype or not out.is_contiguous():
         raise ValueError(f"out must be contiguous, like x ({_describe(x)}); got {_describe(out)}")
     n = x.numel()

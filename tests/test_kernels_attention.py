@@ -312,3 +312,231 @@ def test_importing_course_torch_loads_no_triton_until_the_gpt_uses_it(tmp_path):
     lines = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     assert lines["BUILT"] == "False False True"
     assert lines["USED"] == "True 1 True"
+
+
+# --- use_kernels: other kernels for flash_attention and the GPT ---------------------------
+
+triton_module = runtime.use_triton()
+tl = triton_module.language
+
+
+@triton_module.jit
+def _zeros_forward_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr,
+    stride_qb, stride_qh, stride_qt, stride_qd,
+    stride_kb, stride_kh, stride_kt, stride_kd,
+    stride_vb, stride_vh, stride_vt, stride_vd,
+    stride_ob, stride_oh, stride_ot, stride_od,
+    H, T_q, T_k, D, scale,
+    CAUSAL: tl.constexpr, DOT_FP32: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """The forward kernel's signature, writing o = 0 and lse = 0: easy to tell apart."""
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1).to(tl.int64)
+    b, h = bh // H, bh % H
+    rows = start_m + tl.arange(0, BLOCK_M)
+    dims = tl.arange(0, BLOCK_D)
+    pointers = o_ptr + b * stride_ob + h * stride_oh
+    pointers += rows[:, None] * stride_ot + dims[None, :] * stride_od
+    inside = (rows[:, None] < T_q) & (dims[None, :] < D)
+    tl.store(pointers, tl.zeros([BLOCK_M, BLOCK_D], tl.float32), mask=inside)
+    tl.store(lse_ptr + bh * T_q + rows, tl.zeros([BLOCK_M], tl.float32), mask=rows < T_q)
+
+
+def test_use_kernels_swaps_the_forward_kernel_inside_the_with_only():
+    q, k, v = _qkv(1, 2, 20, 20, 16)
+    expected = reference(q, k, v, causal=True)[0]
+    with attention.use_kernels(forward=_zeros_forward_kernel):
+        inside = flash_attention(q, k, v)
+    assert torch.equal(inside, torch.zeros_like(q))
+    after = flash_attention(q, k, v)
+    torch.testing.assert_close(after.double(), expected, atol=1e-5, rtol=1e-5)
+    assert attention._active_kernels == attention.DEFAULT_KERNELS
+
+
+def test_use_kernels_restores_the_library_kernels_after_an_exception():
+    q, k, v = _qkv(1, 2, 20, 20, 16)
+    with pytest.raises(RuntimeError, match="learner's mistake"):
+        with attention.use_kernels(forward=_zeros_forward_kernel):
+            assert torch.equal(flash_attention(q, k, v), torch.zeros_like(q))
+            raise RuntimeError("a learner's mistake")
+    torch.testing.assert_close(
+        flash_attention(q, k, v).double(), reference(q, k, v, True)[0], atol=1e-5, rtol=1e-5
+    )
+
+
+def test_use_kernels_nested_restores_the_outer_choice():
+    q, k, v = _qkv(1, 1, 10, 10, 16)
+    library = attention.DEFAULT_KERNELS["forward"]
+    with attention.use_kernels(forward=_zeros_forward_kernel):
+        with attention.use_kernels(forward=library):
+            assert not torch.equal(flash_attention(q, k, v), torch.zeros_like(q))
+        assert torch.equal(flash_attention(q, k, v), torch.zeros_like(q))
+
+
+def test_use_kernels_reaches_the_gpt_with_attn_impl_triton():
+    _, model = _twins(spread=0.05)
+    model.eval()
+    idx = _ids(1, 12)
+    with torch.no_grad():
+        normal, _ = model(idx)
+        with attention.use_kernels(forward=_zeros_forward_kernel):
+            zeroed, _ = model(idx)  # attention outputs 0: the logits change
+        again, _ = model(idx)
+    assert (zeroed - normal).abs().max() > 1e-3
+    torch.testing.assert_close(again, normal, atol=0, rtol=0)
+
+
+def test_use_kernels_refuses_an_unknown_role():
+    with pytest.raises(ValueError, match=r"unknown kernel role\(s\) \['backward'\].*'forward'"):
+        with attention.use_kernels(backward=_zeros_forward_kernel):
+            pass
+    assert attention._active_kernels == attention.DEFAULT_KERNELS
+
+
+# --- out=: the launchers write into given tensors ------------------------------------------
+
+
+def test_forward_out_writes_into_given_tensors_including_strided_ones():
+    B, H, T_q, T_k, D = 2, 3, 21, 40, 16
+    q, k, v = _qkv(B, H, T_q, T_k, D, seed=3)
+    o_storage = torch.full((B, T_q, H, D), float("nan"), device=DEVICE)
+    o_out = o_storage.transpose(1, 2)  # (B, H, T_q, D), not contiguous: as the GPT reads it
+    lse_out = torch.full((B, H, T_q), float("nan"), device=DEVICE)
+    o, lse = attention.flash_attention_forward(q, k, v, True, out=(o_out, lse_out))
+    assert o is o_out and lse is lse_out
+    expected_o, expected_lse = reference(q, k, v, causal=True)
+    torch.testing.assert_close(o_storage.transpose(1, 2).double(), expected_o, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(lse_out.double(), expected_lse, atol=1e-5, rtol=1e-5)
+
+
+def test_backward_out_writes_into_given_tensors_including_strided_ones():
+    B, H, T_q, T_k, D = 1, 2, 19, 35, 16
+    q, k, v = _qkv(B, H, T_q, T_k, D, seed=4)
+    do = _randn(B, H, T_q, D, seed=8)
+    o, lse = attention.flash_attention_forward(q, k, v, True)
+    nan = float("nan")
+    out = {
+        "delta": torch.full((B, H, T_q), nan, device=DEVICE),
+        "dq": torch.full((B, T_q, H, D), nan, device=DEVICE).transpose(1, 2),
+        "dk": torch.full((H, B, T_k, D), nan, device=DEVICE).transpose(0, 1),
+        "dv": torch.full((H, B, T_k, D), nan, device=DEVICE).transpose(0, 1),
+    }
+    dq, dk, dv = attention.flash_attention_backward(do, q, k, v, o, lse, True, out=out)
+    assert dq is out["dq"] and dk is out["dk"] and dv is out["dv"]
+    _, expected = _grads(lambda *x: reference(*x, True)[0], q, k, v, do, torch.float64)
+    for name, want in zip(("dq", "dk", "dv"), expected, strict=True):
+        torch.testing.assert_close(out[name].double(), want, atol=1e-5, rtol=1e-5, msg=name)
+    expected_delta = (o.double() * do.double()).sum(-1)
+    torch.testing.assert_close(out["delta"].double(), expected_delta, atol=1e-5, rtol=1e-5)
+
+
+def test_backward_kernels_given_by_role_run_instead_of_the_library_ones():
+    # The preprocess role swapped for a kernel that writes Delta = 0: dq changes (it uses
+    # Delta), dv does not (it does not), and the library's other kernels still run.
+    q, k, v = _qkv(1, 1, 20, 20, 16, seed=5)
+    do = _randn(1, 1, 20, 16, seed=6)
+    o, lse = attention.flash_attention_forward(q, k, v, True)
+
+    @triton_module.jit
+    def zero_delta_kernel(
+        o_ptr, do_ptr, delta_ptr,
+        stride_ob, stride_oh, stride_ot, stride_od,
+        stride_do_b, stride_do_h, stride_do_t, stride_do_d,
+        H, T_q, D,
+        BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):  # fmt: skip
+        rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        bh = tl.program_id(1).to(tl.int64)
+        tl.store(delta_ptr + bh * T_q + rows, tl.zeros([BLOCK_M], tl.float32), mask=rows < T_q)
+
+    normal = attention.flash_attention_backward(do, q, k, v, o, lse, True)
+    swapped = attention.flash_attention_backward(
+        do, q, k, v, o, lse, True, kernels={"preprocess": zero_delta_kernel}
+    )
+    torch.testing.assert_close(swapped[2], normal[2], atol=0, rtol=0)  # dv
+    assert (swapped[0] - normal[0]).abs().max() > 1e-3  # dq
+    # dS = P (dP - Delta), so with Delta = 0 dq is scale * (P * dP) @ k, scale = 1 / √16
+    p = torch.softmax(
+        (q @ k.transpose(-2, -1) / 4.0).masked_fill(
+            ~torch.ones(20, 20, dtype=torch.bool, device=DEVICE).tril(), float("-inf")
+        ),
+        dim=-1,
+    )
+    dp = do @ v.transpose(-2, -1)
+    torch.testing.assert_close(swapped[0], (p * dp) @ k / 4.0, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "out, words",
+    [
+        ((torch.empty(1, 2, 9, 16), torch.empty(1, 2, 9)), r"out o must be \(1, 2, 8, 16\)"),
+        (
+            (torch.empty(1, 2, 8, 16, dtype=torch.float16), torch.empty(1, 2, 8)),
+            r"out o must be .*torch.float32.*got .*torch.float16",
+        ),
+        ((torch.empty(1, 2, 8, 16), torch.empty(1, 2, 8, 1)), r"out lse must be \(1, 2, 8\)"),
+        (
+            (torch.empty(1, 2, 8, 16), torch.empty(1, 2, 8, dtype=torch.float64)),
+            "out lse must be .*torch.float32.*got .*torch.float64",
+        ),
+        ((torch.empty(1, 2, 8, 16), torch.empty(1, 2, 16)[..., ::2]), "lse must be contig"),
+    ],
+    ids=["o-shape", "o-dtype", "lse-shape", "lse-dtype", "lse-strided"],
+)
+def test_forward_bad_out_names_the_problem(out, words):
+    q, k, v = _qkv(1, 2, 8, 8, 16)
+    out = tuple(t.to(DEVICE) for t in out)
+    with pytest.raises(ValueError, match=words):
+        attention.flash_attention_forward(q, k, v, True, out=out)
+
+
+@pytest.mark.parametrize(
+    "name, tensor, words",
+    [
+        ("dq", torch.empty(1, 2, 8, 32), r"out dq must be \(1, 2, 8, 16\)"),
+        ("dk", torch.empty(1, 2, 12, 16, dtype=torch.float16), "out dk must be .*float16"),
+        ("dv", torch.empty(1, 2, 8, 16), r"out dv must be \(1, 2, 12, 16\)"),
+        ("delta", torch.empty(1, 2, 8, dtype=torch.float16), "out delta must be .*float16"),
+        ("delta", torch.empty(1, 2, 16)[..., ::2], "out delta must be contiguous"),
+        ("dk", torch.empty(1, 12, 2, 16).transpose(1, 2), "dk and dv must have the same stri"),
+        ("dO", torch.empty(1, 2, 8, 16), r"unknown output\(s\) \['dO'\]"),
+    ],
+    ids=["dq-shape", "dk-dtype", "dv-shape", "delta-dtype", "delta-strided", "dk-dv", "name"],
+)
+def test_backward_bad_out_names_the_problem(name, tensor, words):
+    q, k, v = _qkv(1, 2, 8, 12, 16)
+    o, lse = attention.flash_attention_forward(q, k, v, True)
+    with pytest.raises(ValueError, match=words):
+        attention.flash_attention_backward(
+            torch.ones_like(o), q, k, v, o, lse, True, out={name: tensor.to(DEVICE)}
+        )
+
+
+def test_backward_refuses_an_lse_the_kernels_would_misread():
+    # Same values, other strides: the kernels read lse as contiguous rows, so such an lse
+    # once gave gradients off by tens without a word.
+    q, k, v = _qkv(2, 3, 20, 20, 16)
+    o, lse = attention.flash_attention_forward(q, k, v, True)
+    strided = torch.empty(2, 20, 3, device=DEVICE).transpose(1, 2)
+    strided.copy_(lse)
+    with pytest.raises(ValueError, match="lse must be float32 and contiguous"):
+        attention.flash_attention_backward(torch.ones_like(o), q, k, v, o, strided, True)
+
+
+@pytest.mark.parametrize("kernels", [{"dQ": None}, {"dq": None}, {"forward": None}])
+def test_backward_refuses_kernels_of_no_backward_role(kernels):
+    q, k, v = _qkv(1, 2, 8, 8, 16)
+    o, lse = attention.flash_attention_forward(q, k, v, True)
+    with pytest.raises(ValueError, match="kernels maps roles"):
+        attention.flash_attention_backward(
+            torch.ones_like(o), q, k, v, o, lse, True, kernels=kernels
+        )
+
+
+@pytest.mark.parametrize("out", [[1, 2], (torch.empty(1, 2, 8, 16),), "o"])
+def test_forward_out_must_be_a_pair_of_tensors(out):
+    q, k, v = _qkv(1, 2, 8, 8, 16)
+    with pytest.raises(TypeError, match="out"):
+        attention.flash_attention_forward(q, k, v, True, out=out)

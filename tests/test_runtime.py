@@ -291,6 +291,40 @@ def test_use_triton_without_a_gpu_turns_the_interpreter_on_and_kernels_run(tmp_p
 
 
 @needs_triton
+def test_tritons_own_functions_run_interpreted_when_triton_was_loaded_first(tmp_path):
+    # tl.max and tl.sum are @jit functions of Triton's own, made when Triton is imported.
+    # An optimizer imports it before any notebook can decide: a kernel calling them once
+    # failed ("Cannot call @triton.jit'd outside of the scope of a kernel"), in the grader's
+    # fork server and in any chapter that trained before its first kernel.
+    result = _run(
+        """
+        import sys
+        import torch
+        torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+        assert "triton" in sys.modules  # loaded by the optimizer, interpreter undecided
+        from course import runtime
+        runtime._has_cuda_driver = lambda: False
+        triton = runtime.use_triton()
+        import triton.language as tl
+
+        @triton.jit
+        def max_and_sum_kernel(x_ptr, out_ptr, n, BLOCK: tl.constexpr):
+            offsets = tl.arange(0, BLOCK)
+            x = tl.load(x_ptr + offsets, mask=offsets < n, other=0.0)
+            tl.store(out_ptr, tl.max(x, axis=0))
+            tl.store(out_ptr + 1, tl.sum(x, axis=0))
+
+        x, out = torch.tensor([1.0, 5.0, 2.0]), torch.zeros(2)
+        max_and_sum_kernel[(1,)](x, out, 3, BLOCK=4)
+        print(out.tolist())
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["[5.0,", "8.0]"]
+
+
+@needs_triton
 def test_use_triton_names_kernels_defined_before_the_interpreter_was_on(tmp_path):
     result = _run(
         """

@@ -24,10 +24,10 @@ ops = keras.ops
 def tiled_attention(q, k, v, causal: bool = True, block_m: int = 32, block_n: int = 32):
     """(o, lse) as `course.torch.flash.tiled_attention`: o (B, H, T_q, D), lse (B, H, T_q),
     computed in float32 one (block_m, block_n) tile of scores at a time."""
+    _check(q, k, v, block_m, block_n)
     T_q, T_k, D = q.shape[-2], k.shape[-2], q.shape[-1]
-    if len(q.shape) != 4 or T_q > T_k:
-        raise ValueError(f"q must be (B, H, T_q, D) with T_q <= T_k, got {q.shape} and {k.shape}")
     scale = 1.0 / math.sqrt(D)
+    dtype = keras.backend.standardize_dtype(q.dtype)
     q, k, v = (ops.cast(t, "float32") for t in (q, k, v))
     outputs, lses = [], []
     for start_m in range(0, T_q, block_m):
@@ -52,4 +52,21 @@ def tiled_attention(q, k, v, causal: bool = True, block_m: int = 32, block_n: in
             row_max = new_max
         outputs.append(acc / row_sum[..., None])
         lses.append(row_max + ops.log(row_sum))
-    return ops.concatenate(outputs, axis=-2), ops.concatenate(lses, axis=-1)
+    return ops.cast(ops.concatenate(outputs, axis=-2), dtype), ops.concatenate(lses, axis=-1)
+
+
+def _check(q, k, v, block_m, block_n) -> None:
+    shapes = [tuple(t.shape) for t in (q, k, v)]
+    if any(len(shape) != 4 for shape in shapes):
+        raise ValueError(f"q, k, v must be 4-D (B, H, T, D), got shapes {shapes}")
+    (B, H, T_q, D), k_shape = shapes[0], shapes[1]
+    if k_shape != shapes[2] or k_shape[:2] != (B, H) or k_shape[3] != D:
+        raise ValueError(
+            f"q (B, H, T_q, D), k and v (B, H, T_k, D) must agree, got {shapes[0]}, {k_shape}, "
+            f"{shapes[2]}"
+        )
+    if not 1 <= T_q <= k_shape[2]:
+        raise ValueError(f"need 1 <= T_q <= T_k, got T_q={T_q}, T_k={k_shape[2]}")
+    for name, block in (("block_m", block_m), ("block_n", block_n)):
+        if not isinstance(block, int) or block < 1:
+            raise ValueError(f"{name} must be a positive int, got {block!r}")
