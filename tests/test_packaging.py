@@ -385,6 +385,7 @@ CORE_MODULES = (
     "course.runtime",
     "course.data",
     "course.files",
+    "course.adapters",
     "course.metrics",
     "course.sampling",
     "course.autograd",

@@ -30,6 +30,15 @@ _EXPORTS = {
     "keras_to_torch": "convert",
     "weight_pairs": "convert",
     "make_dataset": "data",
+    "LoRALinear": "lora",  # chapter 08: low-rank adapters on a frozen GPT
+    "apply_lora": "lora",
+    "merge_lora": "lora",
+    "unmerge_lora": "lora",
+    "lora_parameters": "lora",
+    "save_adapter": "lora",
+    "load_adapter": "lora",
+    "torch_adapter_to_keras": "lora",
+    "keras_adapter_to_torch": "lora",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -33,6 +33,13 @@ _EXPORTS = {
     "sample_next": "sampling",
     "filter_logits": "sampling",
     "make_loader": "data",
+    "LoRALinear": "lora",  # chapter 08: low-rank adapters on a frozen GPT
+    "apply_lora": "lora",
+    "merge_lora": "lora",
+    "unmerge_lora": "lora",
+    "lora_parameters": "lora",
+    "save_adapter": "lora",
+    "load_adapter": "lora",
     # `train` itself is imported from course.torch.train: a package attribute named
     # `train` would be shadowed by the submodule of the same name.
     "configure_optimizer": "train",
