@@ -218,7 +218,8 @@ def _address_space_mb(pid: int | str) -> float:
 
 class ForkServer:
     """One worker's fork server: `start()` returns once it has imported `modules` (or has
-    failed: see `error`); `close()` stops it and any kernel it runs."""
+    failed: see `error`), or `launch()` now and `wait_ready()` later, the imports done
+    meanwhile; `close()` stops it and any kernel it runs."""
 
     def __init__(self, settings: sandbox.Settings, settings_file: Path, base_env, log: Path,
                  modules=PRELOAD):  # fmt: skip
@@ -230,6 +231,7 @@ class ForkServer:
         self.proc: subprocess.Popen | None = None
         self.loaded: list[str] = []
         self.error = ""
+        self._ready_fd: int | None = None  # launched, its "ready" line not read yet
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -237,6 +239,12 @@ class ForkServer:
     def start(self, timeout: float = START_TIMEOUT) -> bool:
         """Start the server and wait until it is ready; whether it is (if not, `error`
         says why and kernels start without it)."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the server without waiting for it: it imports while the caller goes on;
+        `wait_ready` before the first kernel."""
         self.close()
         self.error = ""
         read_end, write_end = os.pipe()
@@ -256,9 +264,21 @@ class ForkServer:
                     pass_fds=(write_end,),
                     start_new_session=True,  # Ctrl-C at the terminal is the grader's
                 )
+        except BaseException:
+            os.close(read_end)
+            raise
         finally:
             os.close(write_end)
-        with os.fdopen(read_end, "rb") as ready:
+        self._ready_fd = read_end
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> bool:
+        """Wait until the launched server has imported everything; whether it has (if not,
+        `error` says why, the server is stopped and kernels start without it). Once ready,
+        it stays so: asking again returns at once."""
+        if self._ready_fd is None:
+            return self.alive() and not self.error
+        with os.fdopen(self._ready_fd, "rb") as ready:
+            self._ready_fd = None
             found, _, _ = select.select([ready], [], [], timeout)
             line = ready.readline() if found else b""
         if line.endswith(b"\n"):
@@ -282,6 +302,9 @@ class ForkServer:
         return False
 
     def close(self) -> None:
+        if self._ready_fd is not None:
+            os.close(self._ready_fd)
+            self._ready_fd = None
         if self.proc is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)

@@ -36,9 +36,9 @@ from . import cgroup, forkserver, notebooks, submission
 from .gradebook import Gradebook, default_url, make_private, parse_due, read_roster
 from .grades import FIELDS, GRADES, STUDENT_ID, Row, read_grades, write_grades
 from .options import GradeOptions
-from .report import plot_scores, write_feedback
+from .report import FeedbackWriter, plot_scores
 from .sandbox import Limits, isolation
-from .workers import SOLUTION_ID, Submission, run_workers
+from .workers import SOLUTION_ID, Submission, close_workers, run_workers, start_workers
 from .workspace import REPO, SOLUTIONS, CourseFolder, assignments
 
 __all__ = ["FIELDS", "Row", "grade"]  # FIELDS and Row: what a caller reads back
@@ -189,6 +189,7 @@ def _grade(
     if rows:
         log(f"{len(rows)} submission(s) already graded in {out / GRADES}: kept")
     lock = threading.Lock()
+    pages: list[FeedbackWriter] = []  # once it runs, rows' feedback pages are made meanwhile
 
     def record(row: Row) -> None:
         if unsandboxed:
@@ -199,10 +200,12 @@ def _grade(
         detail = f" ({row.notes})" if row.notes else ""
         score = f"{row.score:g}/{row.max_score:g}"
         log(f"{row.student_id}/{row.assignment}: {row.status}, {score}{detail}")
+        for writer in pages:
+            writer.add(row)
 
     pending = [key for key in sorted(found) if key not in rows]
     book = Gradebook(db_url)
-    with CourseFolder(db_url=db_url) as main_course:
+    with CourseFolder(db_url=db_url) as main_course, contextlib.ExitStack() as stack:
         options = GradeOptions(
             out=out,
             db_url=db_url,
@@ -219,6 +222,12 @@ def _grade(
             unsandboxed=unsandboxed,
             allow_library_answers=allow_library_answers,
         )
+        # The workers' fork servers import their libraries while nbgrader generates the
+        # assignments below, on a core that would otherwise idle.
+        to_check = options.assignments if check_solutions else ()
+        wanted = min(options.workers, len(pending) + len(to_check)) if options.assignments else 0
+        started = start_workers(options, wanted)
+        stack.callback(close_workers, started)  # those run_workers was not given
         for name in sorted({a for _, a in found} & known):
             main_course.add_source(name, solutions)
             main_course.generate(name)  # fills (or refreshes) the gradebook
@@ -227,6 +236,10 @@ def _grade(
             make_private(db_url)
         if students:
             book.add_students(students)
+        # Pages are made beside the workers as rows are recorded (the gradebook is filled
+        # by now): not all in one run after the last row.
+        feedback = stack.enter_context(FeedbackWriter(options, log))
+        pages.append(feedback)
         to_run: queue.Queue[Submission] = queue.Queue()
         max_scores: dict[str, float] = {}
         for student, assignment in pending:
@@ -249,10 +262,10 @@ def _grade(
             book.add_students([{"id": sid} for sid in ids])
             checked = tuple(sorted({a for _, a, _ in to_run.queue})) if check_solutions else ()
             try:
-                run_workers(to_run, options, record, log, solutions=checked)
+                run_workers(to_run, options, record, log, solutions=checked, started=started)
             finally:
                 book.remove_student(SOLUTION_ID)  # the solutions' check leaves no row
-        write_feedback(rows.values(), options, log)
+        feedback.finish(rows.values())  # and the pages an earlier run did not write
     write_grades(rows.values(), out / GRADES)  # also when there was nothing to grade
     for assignment in sorted({a for _, a in rows} & known):
         plot_scores([r for r in rows.values() if r.assignment == assignment], out)

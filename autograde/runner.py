@@ -12,6 +12,9 @@ its standard output and error go to the current submission's log file, and so do
 of the kernels it starts: nothing a student cell writes can reach the pipe. A submission
 that runs past its time limit, or a child that dies, costs the child: it is killed with
 every process under it and the next submission starts a new one.
+
+The same child also writes feedback pages (`generate_feedback`, a few students at a time):
+the report keeps one beside the workers, so pages are made while the class is graded.
 """
 
 from __future__ import annotations
@@ -54,13 +57,34 @@ class Runner:
         self._reply_fd = read_end
         self._replies = b""
 
-    def autograde(self, assignment: str, student: str, log: Path, timeout: float) -> Result:
-        """Autograde one submission already in ``submitted/``; its output goes to ``log``."""
-        log.write_bytes(b"")
+    def start(self) -> None:
+        """Start the child unless it runs: now, so that it imports nbgrader while the caller
+        does other work (a request starts it anyway)."""
         if self.proc is None or self.proc.poll() is not None:
             self.close()
             self._start()
-        request = {"assignment": assignment, "student": student, "log": str(log)}
+
+    def autograde(self, assignment: str, student: str, log: Path, timeout: float) -> Result:
+        """Autograde one submission already in ``submitted/``; its output goes to ``log``."""
+        log.write_bytes(b"")
+        return self._request("autograde", assignment, student, log, timeout)
+
+    def generate_feedback(self, assignment: str, student: str | None, log: Path,
+                          timeout: float) -> Result:  # fmt: skip
+        """The feedback pages of a student's notebooks already in ``autograded/`` (every
+        student's there: None); its output is added to the end of ``log`` (one log for many
+        students) and is the result's output."""
+        return self._request("generate_feedback", assignment, student, log, timeout)
+
+    def _request(self, command: str, assignment: str, student: str | None, log: Path,
+                 timeout: float) -> Result:  # fmt: skip
+        """Have the child run nbgrader's `command` for one student; only what this request
+        added to ``log`` is the result's output."""
+        with log.open("ab") as fh:
+            before = fh.tell()
+        self.start()
+        request = {"command": command, "assignment": assignment, "student": student,
+                   "log": str(log)}  # fmt: skip
         deadline = time.monotonic() + timeout
         try:
             try:
@@ -72,7 +96,9 @@ class Runner:
         except BaseException:  # Ctrl-C or any error here: leave no nbgrader or kernel behind
             self.close()
             raise
-        output = log.read_text(errors="replace")
+        with log.open("rb") as fh:
+            fh.seek(before)
+            output = fh.read().decode(errors="replace")
         if reply is None:
             timed_out = time.monotonic() >= deadline
             self.close()
@@ -117,6 +143,9 @@ class Runner:
 
 # --- the child ------------------------------------------------------------------------------
 
+# What the grader may ask the child for: these of nbgrader's API methods, no other.
+COMMANDS = frozenset({"autograde", "generate_feedback"})
+
 
 def _serve(course_root: Path, reply_fd: int) -> None:
     from nbgrader.apps.api import NbGraderAPI
@@ -135,7 +164,10 @@ def _serve(course_root: Path, reply_fd: int) -> None:
         os.dup2(log, 1)  # this process's and its kernels' output: the submission's log
         os.dup2(log, 2)
         os.close(log)
-        result = api.autograde(request["assignment"], request["student"], force=True)
+        command = request["command"]
+        if command not in COMMANDS:
+            raise ValueError(f"not an nbgrader command the grader asks for: {command!r}")
+        result = getattr(api, command)(request["assignment"], request["student"], force=True)
         text = result.get("log", "") + result.get("error", "")
         sys.stdout.flush()
         sys.stderr.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -293,7 +294,7 @@ def _course_aliases(nb) -> dict[str, str]:
         if cell.cell_type != "code":
             continue
         try:
-            tree = ast.parse(_plain_source(cell))
+            tree = _parse(_plain_source(cell))
         except SyntaxError:
             continue
         for node in ast.walk(tree):
@@ -310,6 +311,19 @@ def _course_aliases(nb) -> dict[str, str]:
     return aliases
 
 
+# CPython 3.11 counts the depth of the tree ast.parse builds in one place for all threads:
+# two grading workers parsing at once can fail with "SystemError: AST constructor recursion
+# depth mismatch" (seen here). One parse at a time in this process.
+_PARSE_LOCK = threading.Lock()
+
+
+def _parse(source: str):
+    import ast
+
+    with _PARSE_LOCK:
+        return ast.parse(source)
+
+
 def _plain_source(cell) -> str:
     """A code cell's source with IPython magics and shell lines blanked (not Python)."""
     lines = cell.source.split("\n")
@@ -321,7 +335,7 @@ def course_references(source: str, aliases: dict[str, str]) -> set[str]:
     import ast
 
     try:
-        tree = ast.parse(source)
+        tree = _parse(source)
     except SyntaxError:
         return set()
     found = set()

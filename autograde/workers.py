@@ -76,13 +76,21 @@ class Worker:
         for name in options.assignments:
             self.course.add_source(name, options.solutions)
         self.runner = Runner(self.course.root, env={"JUPYTER_PATH": str(self.jupyter_path)})
+        self.stopped = False  # by `stop`: the run is over, whatever is being graded
         self.fork_server = None
         if options.preload:  # kernels forked with numpy, PyTorch and TensorFlow imported
             self.fork_server = forkserver.ForkServer(
                 self.settings, settings_file, self.runner.env, self.course.root / "fork.log",
                 options.preload,
             )  # fmt: skip
-            self.fork_server.start()
+            self.fork_server.launch()  # it imports while the grader does other work
+
+    def ready(self) -> str:
+        """Wait for the fork server to have imported its libraries; why it has not ("" when
+        it has, or when there is none): then kernels import on their own."""
+        if self.fork_server is None or self.fork_server.wait_ready():
+            return ""
+        return self.fork_server.error
 
     def _run(self, student: str, assignment: str, log: Path, graded: Path):
         """One nbgrader autograde run of the submission in ``submitted/``, in a fresh
@@ -98,6 +106,12 @@ class Worker:
             if self.uid is not None:
                 sandbox.kill_user(self.uid)  # forks and sleepers the kernel left
             shutil.rmtree(self.settings.scratch, ignore_errors=True)
+
+    def stop(self) -> None:
+        """From any thread: kill the submission being graded (its nbgrader process and
+        kernel), which then ends as if that process had died, and is not retried."""
+        self.stopped = True
+        self.runner.kill()
 
     def close(self) -> None:
         self.runner.close()
@@ -141,6 +155,8 @@ class Worker:
         oom_kills = self.group.oom_kills() if self.group else 0
         for attempt in range(1 + RETRIES):
             result = self._run(student, assignment, log, graded)
+            if self.stopped:  # its nbgrader process was killed for Ctrl-C: no retry
+                break
             if attempt < RETRIES and not result.timed_out and infrastructure_failure(result):
                 continue  # the machine's hiccup, not the student's: once more
             break
@@ -231,20 +247,42 @@ def solution_problem(row: Row, out: Path) -> str | None:
     return None
 
 
+def start_workers(options: GradeOptions, count: int) -> list[Worker]:
+    """`count` workers for `run_workers`, made now so that their fork servers import while
+    the caller prepares the run (nbgrader generating the assignments, say). `run_workers`
+    closes those it is given; `close_workers` those never given to it."""
+    workers: list[Worker] = []
+    try:
+        for index in range(count):
+            workers.append(Worker(index, options))
+    except BaseException:
+        close_workers(workers)
+        raise
+    return workers
+
+
+def close_workers(workers: list[Worker]) -> None:
+    """Close every worker in `workers` and empty the list."""
+    while workers:
+        workers.pop().close()
+
+
 def run_workers(
     to_run: queue.Queue[Submission],
     options: GradeOptions,
     record: Callable[[Row], None],
     log: Callable[[str], None],
     solutions: tuple[str, ...] = (),
+    started: list[Worker] | None = None,
 ) -> None:
     """Grade every submission in `to_run` with up to ``options.workers`` workers, each row
     handed to `record` as it is decided. The solutions of `solutions` (assignments) are
     graded first, under SOLUTION_ID, in the same sandbox: unless each earns full marks with
-    no failing cell, no student is graded and RuntimeError says why (a machine without the
-    course data, say, must not look like a class of wrong answers). The first error in a
-    worker stops them all and is raised here; on Ctrl-C every running kernel is killed and
-    no half-graded row recorded."""
+    no failing cell, no student's row is recorded (students graded meanwhile are
+    forgotten) and RuntimeError says why (a machine without the course data, say, must not
+    look like a class of wrong answers). `started`: workers from `start_workers` to use
+    (and close). The first error in a worker stops them all and is raised here; on Ctrl-C
+    every running kernel is killed and no half-graded row recorded."""
     errors: list[BaseException] = []
     live: list[Worker] = []
     work_queue: queue.Queue[Submission] = queue.Queue()
@@ -276,13 +314,19 @@ def run_workers(
             if unchecked[0] == 0:
                 checked.set()
 
+    def discard(row: Row) -> None:
+        """Forget a row never recorded: the next run grades the submission again."""
+        shutil.rmtree(options.out / "autograded" / row.student_id / row.assignment,
+                      ignore_errors=True)  # fmt: skip
+
     def work(index: int) -> None:
         worker = None
         try:
-            worker = Worker(index, options)
-            if worker.fork_server is not None and worker.fork_server.error:
-                log(f"worker {index}: {worker.fork_server.error}; kernels import on their own")
+            worker = prepared[index] if index < len(prepared) else Worker(index, options)
             live.append(worker)
+            why_not = worker.ready()
+            if why_not:
+                log(f"worker {index}: {why_not}; kernels import on their own")
             while not errors:
                 try:
                     student, assignment, folder = to_run.get_nowait()
@@ -291,12 +335,14 @@ def run_workers(
                 if student == SOLUTION_ID:
                     check(worker.grade(student, assignment, folder))
                     continue
-                while not checked.wait(0.2):  # no student before every solution passed
-                    if errors:
-                        return
+                # Students are graded while the solutions are checked (the cores would
+                # idle), but no row is recorded before every solution has passed.
                 log(f"{student}/{assignment}: autograding")
                 row = worker.grade(student, assignment, folder)
-                if errors:  # stopped while it ran: not a grade; the next run redoes it
+                while not checked.wait(0.2) and not errors:
+                    pass
+                if errors:  # stopped (or a solution failed) while it ran: not a grade
+                    discard(row)
                     return
                 record(row)
         except BaseException as err:  # stop the others; re-raised in the main thread
@@ -306,6 +352,13 @@ def run_workers(
                 worker.close()
 
     count = min(options.workers, to_run.qsize())
+    # Workers from `start_workers` are this function's to close from here on: each
+    # thread closes its own; those beyond `count` are not needed.
+    prepared = list(started or [])
+    if started is not None:
+        started.clear()
+    close_workers(prepared[count:])
+    del prepared[count:]
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(count)]
     for thread in threads:
         thread.start()
@@ -316,7 +369,7 @@ def run_workers(
     except BaseException:  # Ctrl-C: stop every kernel now; the workers clean up and leave
         errors.append(KeyboardInterrupt())
         for worker in list(live):
-            worker.runner.kill()
+            worker.stop()
         for thread in threads:
             thread.join(30)
         raise

@@ -23,6 +23,7 @@ from conftest import REPO, live_script
 from grading_class import FULL_CLASS, ConnectionCounter, make_class
 
 from autograde.grade import grade
+from autograde.submission import SCORED
 
 ASSIGNMENT = "00_setup"
 COLUMNS = ["student_id", "assignment", "score", "max_score", "status"]  # first, in order
@@ -162,6 +163,10 @@ def test_a_class_of_forty_gets_the_right_rows_and_nothing_leaks(tmp_path, monkey
     page = "\n".join(p.read_text() for p in (out / "feedback" / xss).rglob("*.html"))
     assert "bold" in page and "Hello" in page, "the student's harmless HTML is gone"
     assert live_script(page) == [], f"student script is live on {xss}'s feedback page"
+    # Each graded row has its feedback page, made while the class was graded; no other row.
+    paged = {p.parents[1].name for p in (out / "feedback").glob(f"*/{ASSIGNMENT}/*.html")}
+    assert paged == {s for s, (_, status) in expected.items() if status in SCORED}
+    assert (out / "logs" / f"feedback__{ASSIGNMENT}.log").is_file()
     # Nothing a kernel of this run started is left running (the fork loop's chain
     # included): a kernel's forks carry its command line, which names this run's folders.
     left = [

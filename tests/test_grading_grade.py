@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import nbformat
@@ -425,12 +426,48 @@ def test_no_student_is_graded_when_the_solution_fails_in_the_sandbox(tmp_path, m
     with pytest.raises(RuntimeError, match=r"solution of 99_toy.*set-up cell data: KeyError"):
         grade(subs, out, **settings)
     assert not read_grades(out / "grades.csv"), "a student was graded"
+    # alice may have been graded while the solution was checked: nothing of it is kept.
+    assert not (out / "autograded" / "alice").exists()
+    assert not (out / "feedback" / "alice").exists()
     monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path))  # the machine fixed: grading goes on
     grade(subs, out, **settings)
     rows = _read_csv(out / "grades.csv")
     assert list(rows) == [f"alice/{TOY}"], "the solutions' check left a row"
     assert (rows[f"alice/{TOY}"]["score"], rows[f"alice/{TOY}"]["status"]) == ("3.0", "ok")
     assert not (out / "autograded" / "_solution-check").exists()
+
+
+def test_no_row_is_recorded_before_the_solution_passed(toy_course, tmp_path, monkeypatch):
+    """Students are graded while the solution is checked (the cores would idle), but their
+    rows are recorded only once it has earned full marks."""
+    from autograde import workers
+
+    solutions, _ = toy_course
+    subs = tmp_path / "submissions"
+    for student in ("amy", "ben"):
+        _submit(subs, student, solutions / TOY / f"{TOY}.ipynb")
+    said: list[str] = []
+    check, grade_one = workers.solution_problem, workers.Worker.grade
+
+    def slow_check(row, out):
+        time.sleep(8)  # the students' grading ends before the check does
+        return check(row, out)
+
+    def noted_grade(self, student, assignment, folder):
+        row = grade_one(self, student, assignment, folder)
+        said.append(f"graded {student}")
+        return row
+
+    monkeypatch.setattr(workers, "solution_problem", slow_check)
+    monkeypatch.setattr(workers.Worker, "grade", noted_grade)
+    grade(subs, tmp_path / "out", workers=3, cell_timeout=30, solutions=solutions,
+          preload=False, log=said.append)  # fmt: skip
+    passed = said.index(f"{TOY}: the solution earns full marks in the sandbox")
+    students = ("amy", "ben")
+    graded = [said.index(f"graded {s}") for s in students]
+    rows = [said.index(f"{s}/{TOY}: ok, 3/3") for s in students]
+    assert max(graded) < passed, f"not graded during the check, this proves nothing: {said}"
+    assert min(rows) > passed, f"a row recorded before the solution passed: {said}"
 
 
 TAMPERING = {

@@ -452,10 +452,15 @@ def test_a_run_killed_midway_finishes_on_the_next_without_duplicates(toy_course,
         assert row["score"] == ("3.0" if student.startswith("s") else "0.0"), row
     for student, row in first.items():
         assert rows[student] == row, "a row graded before the stop changed"
-    assert (out / "feedback" / "s0" / TOY / f"{TOY}.html").is_file()
+    # Every graded row has its page: those of the rows from before the stop too.
+    for student in rows:
+        assert (out / "feedback" / student / TOY / f"{TOY}.html").is_file(), student
+    page = out / "feedback" / "s0" / TOY / f"{TOY}.html"
+    page.write_text(page.read_text() + "<!-- kept -->")
     before = (out / "grades.csv").read_bytes()
     grade(subs, out, cell_timeout=30, solutions=solutions, **QUIET)  # nothing left to do
     assert (out / "grades.csv").read_bytes() == before
+    assert page.read_text().endswith("<!-- kept -->"), "a page once written was made again"
 
 
 def test_roster_lateness_and_the_score_plot(toy_course, tmp_path):
