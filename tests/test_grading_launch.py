@@ -160,10 +160,11 @@ def test_a_chapter_missing_from_the_data_is_an_error_naming_it(course):
 def test_a_card_without_its_chapter_is_an_error(course):
     toml = course / launch.CARDS_FILE
     text = toml.read_text()
-    start = text.index("[chapters.06_gpt_keras]")
-    planned = text[start:].replace("06_gpt_keras", "07_kernels")
+    start = text.index("[chapters.06_gpt_keras]")  # its card and its measurement
+    end = text.index("[chapters.", text.index("[chapters.06_gpt_keras.measured]") + 1)
+    planned = text[start:end].replace("06_gpt_keras", "99_planned")
     toml.write_text(text + "\n" + planned)
-    with pytest.raises(launch.LaunchError, match=r"07_kernels"):
+    with pytest.raises(launch.LaunchError, match=r"99_planned"):
         launch.update(course, **QUIET)
 
 
