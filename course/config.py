@@ -103,6 +103,8 @@ class TrainConfig:
     val_fraction: float = 0.1  # last 10% of the corpus text is validation (chapter 03's split)
     compile: bool = False  # torch.compile: 30-50 s to compile on 2 cores, little gain here
     threads: int = 0  # intra-op threads (course.runtime.set_threads); 0 = one per usable core
+    lora_r: int = 0  # LoRA rank when fine-tuning (chapter 08); 0 trains every weight instead
+    lora_alpha: float = 16.0  # LoRA's update is scaled by lora_alpha / lora_r (peft's default 16)
 
     def __post_init__(self) -> None:
         for name, minimum in (
@@ -116,6 +118,7 @@ class TrainConfig:
             ("log_interval", 1),
             ("seed", 0),
             ("threads", 0),
+            ("lora_r", 0),
         ):
             check_int(name, getattr(self, name), minimum)
         _check_float("learning_rate", self.learning_rate, 0.0)
@@ -128,6 +131,7 @@ class TrainConfig:
         _check_float("beta1", self.beta1, 0.0, 1.0)
         _check_float("beta2", self.beta2, 0.0, 1.0)
         _check_float("grad_clip", self.grad_clip, 0.0)
+        _check_float("lora_alpha", self.lora_alpha, 0.0)
         _check_float("val_fraction", self.val_fraction, 0.0, 1.0)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(

@@ -3,6 +3,7 @@
     python -m course.sample --out out/shakespeare --prompt "ROMEO:" --max-new-tokens 300
     python -m course.sample --out out/shakespeare --temperature 0 --no-cache
     python -m course.sample --out out/keras      # a run of `course.train --framework tf`
+    python -m course.sample --out out/nano --adapter out/nano-lora/adapter.safetensors
 
 The framework is the one that wrote --out: the checkpoint file of `course.torch.train`
 (ckpt.pt), else the checkpoint folder of `course.tf.train` (ckpt/) when TensorFlow is
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top-p", type=float, default=None, help="keep the top-p of the mass")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-cache", action="store_true", help="no KV cache (slower, same text)")
+    parser.add_argument(
+        "--adapter",
+        default=None,
+        metavar="FILE",
+        help="a LoRA adapter (adapter.safetensors) for the model in --out, added before sampling",
+    )
     return parser
 
 
@@ -79,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"cannot load a model from --out {args.out}: {err}")
     if tokenizer is None:
         parser.error(f"the checkpoint in {args.out} has no tokenizer: its text cannot be decoded")
+    if args.adapter is not None:
+        keras = type(model).__module__.startswith("course.tf")
+        lora = importlib.import_module("course.tf.lora" if keras else "course.torch.lora")
+        try:
+            lora.load_adapter(model, args.adapter)
+        except (FileNotFoundError, ValueError, TypeError) as err:
+            parser.error(f"cannot add --adapter {args.adapter} to the model in {args.out}: {err}")
     try:
         prompt = tokenizer.encode(args.prompt)
     except ValueError as err:

@@ -3,6 +3,8 @@
     python -m course.train --framework torch --preset shakespeare-char-cpu --out out/shakespeare
     python -m course.train --preset nano --max_iters 50 --attn_impl manual --out out/nano
     python -m course.train --preset nano --max_iters 100 --out out/nano --resume
+    python -m course.train --preset nano --max_iters 100 --init-from out/nano --lora-r 8 \
+        --lora-alpha 16 --out out/nano-lora       # LoRA fine-tuning: writes adapter.safetensors
 
 Any other `--key value` pair changes one setting of the preset: a GPTConfig field
 (n_layer, attn_impl, ...) or a TrainConfig field (max_iters, learning_rate, ...); `-` and
@@ -76,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--preset", default="shakespeare-char-cpu", help="a named recipe")
     parser.add_argument("--out", required=True, help="folder for the checkpoint and metrics")
     parser.add_argument("--resume", action="store_true", help="continue from --out's checkpoint")
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="DIR",
+        help="fine-tune the run in DIR (with --lora-r R: LoRA adapters only; torch)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -106,7 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     if trainer is None:
         parser.error(f"--framework {args.framework} cannot train here: {problem}")
     try:
-        result = trainer.train(preset, args.out, resume=args.resume, progress=not args.no_progress)
+        result = trainer.train(
+            preset,
+            args.out,
+            resume=args.resume,
+            progress=not args.no_progress,
+            init_from=args.init_from,
+        )
     except (FileNotFoundError, ValueError, TypeError, NotImplementedError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1

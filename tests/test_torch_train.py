@@ -407,3 +407,55 @@ def test_a_checkpoint_needs_its_keys(tmp_path):
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     with pytest.raises(ValueError, match="not a dict"):
         load_checkpoint(tmp_path / "tensor.pt")
+
+
+# --- Fine-tuning from a run, with LoRA (chapter 08) ----------------------------------------
+
+
+def test_lora_fine_tuning_trains_only_the_adapters_on_the_base_weights(tmp_path):
+    from course.torch.lora import load_adapter
+
+    data = random_tokens()
+    base = train(nano(max_iters=20, lr_decay_iters=20, eval_interval=10), tmp_path / "base",
+                 data=data, progress=False)  # fmt: skip
+    preset = nano(max_iters=10, lr_decay_iters=10, eval_interval=5, lora_r=4, lora_alpha=8.0)
+    tuned = train(preset, tmp_path / "lora", data=data, init_from=tmp_path / "base",
+                  progress=False)  # fmt: skip
+
+    C, r = preset.model.n_embd, 4  # per block: c_attn C->3C, c_proj C->C, c_fc C->4C, 4C->C
+    expected = preset.model.n_layer * r * ((C + 3 * C) + (C + C) + (C + 4 * C) + (4 * C + C))
+    assert tuned.metrics["trainable_params"] == expected
+    assert tuned.metrics["lora"] == {"r": 4, "alpha": 8.0}
+    base_weights = base.model.state_dict()
+    for name, value in tuned.model.state_dict().items():
+        if "lora_" not in name:  # every base weight is the base run's, untouched
+            assert torch.equal(value, base_weights[name.replace(".base.", ".")]), name
+    moved = [n for n, p in tuned.model.named_parameters() if "lora_B" in n and p.abs().sum() > 0]
+    assert moved, "training moved no adapter weight"
+
+    # The run's checkpoint gives the tuned model back; the adapter file alone, added to the
+    # base run's model, gives the same logits.
+    x = torch.from_numpy(data[1][:32].astype(np.int64))[None]
+    reloaded, _ = load_model(tmp_path / "lora")
+    on_base, _ = load_model(tmp_path / "base")
+    load_adapter(on_base, tmp_path / "lora" / "adapter.safetensors")
+    tuned.model.eval()
+    with torch.no_grad():
+        want = tuned.model(x)[0]
+        torch.testing.assert_close(reloaded(x)[0], want, rtol=0, atol=0)
+        torch.testing.assert_close(on_base.eval()(x)[0], want, rtol=1e-6, atol=1e-6)
+
+
+def test_fine_tuning_refuses_another_shape_a_lora_base_and_other_lora_settings(tmp_path):
+    data = random_tokens()
+    train(nano(max_iters=2, eval_interval=2), tmp_path / "base", data=data, progress=False)
+    with pytest.raises(ValueError, match="another model shape.*n_embd: 32 vs 64"):
+        train(nano(max_iters=2, n_embd=64), data=data, init_from=tmp_path / "base",
+              progress=False)  # fmt: skip
+    lora = nano(max_iters=2, eval_interval=2, lora_r=2)
+    train(lora, tmp_path / "lora", data=data, init_from=tmp_path / "base", progress=False)
+    with pytest.raises(ValueError, match="is a LoRA run"):
+        train(lora, data=data, init_from=tmp_path / "lora", progress=False)
+    with pytest.raises(ValueError, match="LoRA settings"):
+        train(nano(max_iters=4, lora_r=3), tmp_path / "lora", data=data, resume=True,
+              progress=False)  # fmt: skip

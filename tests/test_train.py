@@ -107,6 +107,30 @@ def test_sample_refuses_unknown_characters(trained):
     refused(run("course.sample", "--out", str(out), "--prompt", "héllo"), "'é'", "vocabulary")
 
 
+@pytest.mark.slow
+def test_lora_fine_tuning_from_the_command_line_and_sampling_with_its_adapter(tmp_path):
+    if SHARED_DATA_DIR is None:
+        pytest.skip("no tinyshakespeare.txt in $COURSE_DATA_DIR nor in ../shared/data")
+    base, tuned = tmp_path / "base", tmp_path / "lora"
+    args = ["--preset", "nano", "--max-iters", "10", "--threads", "1", "--eval-interval", "5"]
+    assert run("course.train", *args, "--out", str(base), "--no-progress").returncode == 0
+    lora = ["--init-from", str(base), "--lora-r", "4", "--lora-alpha", "8"]
+    result = run("course.train", *args, *lora, "--out", str(tuned), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tuned / "metrics.json").read_text())
+    assert metrics["lora"] == {"r": 4, "alpha": 8.0} and metrics["init_from"] == str(base)
+    assert 0 < metrics["trainable_params"] < metrics["n_params"] / 5
+    adapter = tuned / "adapter.safetensors"
+    greedy = ["--max-new-tokens", "12", "--temperature", "0", "--prompt", "ROMEO:"]
+    on_base = run("course.sample", "--out", str(base), "--adapter", str(adapter), *greedy)
+    assert on_base.returncode == 0, on_base.stderr
+    assert on_base.stdout == run("course.sample", "--out", str(tuned), *greedy).stdout
+    refused(run("course.sample", "--out", str(base), "--adapter", str(tmp_path / "no.safetensors")),
+            "--adapter")  # fmt: skip
+    tf_args = ["--framework", "tf", *args, *lora, "--out", str(tmp_path / "tf")]
+    refused(run("course.train", *tf_args), "PyTorch trainer only")
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

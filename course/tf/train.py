@@ -380,12 +380,20 @@ def train(
     model: GPT | None = None,
     jit_compile: bool = True,
     run_eagerly: bool = False,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train the Keras GPT with `preset`; the arguments are the PyTorch trainer's, plus
-    `jit_compile` (XLA) and `run_eagerly` (no tf.function at all: slow, debuggable)."""
+    `jit_compile` (XLA) and `run_eagerly` (no tf.function at all: slow, debuggable).
+    Fine-tuning (`init_from`, the preset's `lora_r`) is the PyTorch trainer's only, for now:
+    asked for here, it is a NotImplementedError that says so."""
     from tqdm.auto import tqdm
 
     mcfg, tcfg = preset.model, preset.train
+    if init_from is not None or tcfg.lora_r:
+        raise NotImplementedError(
+            "fine-tuning (--init-from, --lora-r) runs in the PyTorch trainer only for now; use "
+            "--framework torch, or course.tf.lora.apply_lora on a Keras GPT in your own loop"
+        )
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs the out_dir that holds the checkpoint")

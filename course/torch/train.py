@@ -180,8 +180,43 @@ def load_model(
     token arrays without a tokenizer. `out_dir` may also be the checkpoint file itself."""
     state = load_checkpoint(_checkpoint_path(out_dir))
     model = GPT(GPTConfig.from_dict(state["model_config"]))
+    if state.get("lora"):  # a LoRA fine-tuning run: its layers first, then its weights
+        from course.torch.lora import apply_lora
+
+        apply_lora(model, **state["lora"])
     model.load_state_dict(state["model"])
     return model.eval(), tokenizer_from_state(state["tokenizer"])
+
+
+ADAPTER = "adapter.safetensors"  # a LoRA run's adapter file in its out_dir (chapter 08)
+
+
+def _lora_settings(tcfg: TrainConfig) -> dict[str, Any] | None:
+    """apply_lora's settings for a LoRA run, or None for training every weight."""
+    if not tcfg.lora_r:
+        return None
+    return {"r": tcfg.lora_r, "alpha": tcfg.lora_alpha}
+
+
+def _init_weights(init_from, mcfg: GPTConfig) -> tuple[dict[str, Any], Any]:
+    """(weights, tokenizer state) of the run in `init_from` that a fine-tuning run starts
+    from; errors that say why it cannot be the base of a model shaped by `mcfg`."""
+    state = load_checkpoint(_checkpoint_path(init_from))
+    if state.get("lora"):
+        raise ValueError(
+            f"{init_from} is a LoRA run: fine-tune from the run it started from, or load it, "
+            "merge its adapter (course.torch.lora.merge_lora) and save a plain checkpoint"
+        )
+    base = GPTConfig.from_dict(state["model_config"])
+    shape = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
+    differ = [f"{f}: {getattr(base, f)} vs {getattr(mcfg, f)}" for f in shape
+              if getattr(base, f) != getattr(mcfg, f)]  # fmt: skip
+    if differ:
+        raise ValueError(
+            f"the run in {init_from} has another model shape than the preset's "
+            f"({'; '.join(differ)}): fine-tune with the preset it was trained with"
+        )
+    return state["model"], state["tokenizer"]
 
 
 # --------------------------------------------------------------------------------------
@@ -230,6 +265,7 @@ def train(
     progress: bool = True,
     callback: Callable[[dict], None] | None = None,
     model: GPT | None = None,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
     """Train a GPT with `preset` and return it with its optimizer, metrics and history.
 
@@ -240,6 +276,10 @@ def train(
     out_dir: where ckpt.pt, metrics.jsonl and metrics.json go (nothing is written if None).
     resume: continue from out_dir/ckpt.pt, exactly where it stopped. callback(event) sees
     every event logged to metrics.jsonl. model: train this GPT instead of a new one.
+    init_from: fine-tune the run in that folder (its weights and tokenizer; the preset must
+    give the same model shape); with the preset's `lora_r` > 0, only LoRA adapters train
+    (`course.torch.lora.apply_lora`, every other weight frozen) and each checkpoint also
+    writes the adapter alone to out_dir/adapter.safetensors.
     The last step's (clipped) gradients stay on the parameters' .grad.
     """
     from tqdm.auto import tqdm
@@ -256,6 +296,17 @@ def train(
         )
     if state is not None and tokenizer is None:
         tokenizer = tokenizer_from_state(state["tokenizer"])
+    lora = _lora_settings(tcfg)
+    if state is not None and state.get("lora") != lora:
+        raise ValueError(
+            f"the checkpoint's LoRA settings {state.get('lora')} differ from the preset's "
+            f"{lora}: resume with the settings it was trained with"
+        )
+    base_weights = None
+    if init_from is not None and state is None:  # on resume, the checkpoint holds them
+        base_weights, base_tokenizer = _init_weights(init_from, mcfg)
+        if tokenizer is None:
+            tokenizer = tokenizer_from_state(base_tokenizer)
 
     threads = set_threads(tcfg.threads)
     if data is None:
@@ -277,6 +328,12 @@ def train(
         model = GPT(mcfg).to(pick_device())  # COURSE_DEVICE=cpu forces the CPU
     elif model.config != mcfg:
         raise ValueError(f"model.config {model.config} differs from the preset's {mcfg}")
+    if base_weights is not None:
+        model.load_state_dict(base_weights)
+    if lora is not None:
+        from course.torch.lora import apply_lora, save_adapter
+
+        apply_lora(model, **lora, dropout=mcfg.dropout)  # new layers on the model's device
     device = model_device(model)
     optimizer = configure_optimizer(model, tcfg)
     rng = np.random.default_rng(tcfg.seed)  # the one generator of training batches
@@ -318,7 +375,11 @@ def train(
                 numpy_rng=rng.bit_generator.state,
                 tokenizer=tokenizer_state(tokenizer),
                 best_val_loss=best_val,
+                lora=lora,
+                init_from=str(init_from) if init_from is not None else None,
             )
+            if lora is not None:
+                save_adapter(model, out / ADAPTER)
 
     tokens_per_step = tcfg.batch_size * tcfg.grad_accum * mcfg.block_size
     start_step, started = step, time.perf_counter()
@@ -371,6 +432,9 @@ def train(
         "peak_rss_mb": peak_rss_mb(),
         "seconds": time.perf_counter() - started,
         "n_params": model.num_params(),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "lora": lora,
+        "init_from": str(init_from) if init_from is not None else None,
         "threads": threads,
         "device": str(device),
         "torch_version": torch.__version__,
