@@ -256,3 +256,44 @@ def check_tensors_fit(
                 f"adapter {str(path)!r}: {name} has shape {tensors[name].shape}, this model "
                 f"needs {shape}"
             )
+
+
+# --- Fine-tuning runs (`python -m course.train --init-from DIR --lora-r R`) ----------------
+
+ADAPTER_FILE = "adapter.safetensors"  # a LoRA run's adapter, beside its checkpoint
+
+
+def run_lora(train_config) -> dict | None:
+    """apply_lora's settings for a run of `train_config` (a TrainConfig), or None when
+    the run trains every weight (lora_r = 0)."""
+    if not train_config.lora_r:
+        return None
+    return {"r": train_config.lora_r, "alpha": train_config.lora_alpha}
+
+
+def check_fine_tuning_base(state: Mapping[str, Any], config: GPTConfig, where) -> None:
+    """Refuse, with the reason, to start a run shaped by `config` from the checkpoint state
+    `state` of the run in `where`: a LoRA run (fine-tune from its own base), or a model
+    of another shape."""
+    if state.get("lora"):
+        raise ValueError(
+            f"{where} is a LoRA run: fine-tune from the run it started from, or merge its "
+            "adapter into the model (merge_lora) and save that as a run of its own"
+        )
+    base = GPTConfig.from_dict(state["model_config"])
+    differ = [f"{f}: {getattr(base, f)} vs {getattr(config, f)}" for f in SHAPE_FIELDS
+              if getattr(base, f) != getattr(config, f)]  # fmt: skip
+    if differ:
+        raise ValueError(
+            f"the run in {where} has another model shape than the preset's "
+            f"({'; '.join(differ)}): fine-tune with the preset it was trained with"
+        )
+
+
+def check_resumed_lora(state: Mapping[str, Any], lora: dict | None) -> None:
+    """A run resumes with the LoRA settings it was started with, or not at all."""
+    if state.get("lora") != lora:
+        raise ValueError(
+            f"the checkpoint's LoRA settings {state.get('lora')} differ from the preset's "
+            f"{lora}: resume with the settings it was trained with"
+        )

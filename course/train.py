@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--init-from",
         default=None,
         metavar="DIR",
-        help="fine-tune the run in DIR (with --lora-r R: LoRA adapters only; torch)",
+        help="fine-tune the run in DIR (with --lora-r R: LoRA adapters only)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser

@@ -567,3 +567,41 @@ def test_a_checkpoint_of_the_earlier_layout_is_found_and_replaced(tmp_path):
     _save(out, recorded, 2)
     assert sorted(p.name for p in out.iterdir()) == [".ckpt-000001", CHECKPOINT]
     assert (out / CHECKPOINT).is_symlink() and _check(out, recorded, {2}, "after a save") == 2
+
+
+def test_lora_fine_tuning_trains_only_the_adapters_on_the_base_weights(tmp_path):
+    from course.tf.lora import load_adapter
+
+    run = {"data": TOKENS, "progress": False, "jit_compile": False}
+    base = train(_preset(max_iters=10, eval_interval=5), tmp_path / "base", **run)
+    preset = _preset(max_iters=6, eval_interval=3, lora_r=4, lora_alpha=8.0)
+    tuned = train(preset, tmp_path / "lora", init_from=tmp_path / "base", **run)
+
+    C, r = preset.model.n_embd, 4  # per block: c_attn C->3C, c_proj C->C, c_fc C->4C, 4C->C
+    expected = preset.model.n_layer * r * ((C + 3 * C) + (C + C) + (C + 4 * C) + (4 * C + C))
+    assert tuned.metrics["trainable_params"] == expected
+    assert tuned.metrics["n_params"] == base.metrics["n_params"] + expected  # frozen ones too
+    assert tuned.metrics["lora"] == {"r": 4, "alpha": 8.0}
+
+    def inside(v):  # a weight's path without the model's own name ("gpt_1/")
+        return v.path.split("/", 1)[-1]
+
+    frozen = {inside(v): v.numpy() for v in tuned.model.weights if not v.trainable}
+    for v in base.model.weights:  # every base weight is the base run's, frozen, untouched
+        if "float" in str(v.dtype):
+            assert inside(v) in frozen, f"{v.path} is not frozen in the LoRA run"
+            np.testing.assert_array_equal(frozen[inside(v)], v.numpy(), err_msg=v.path)
+    assert any(np.abs(v.numpy()).sum() > 0 for v in tuned.model.trainable_weights
+               if "lora_b" in v.path.lower()), "training moved no adapter weight"  # fmt: skip
+
+    # The run's checkpoint gives the tuned model back; the adapter file alone, added to the
+    # base run's model, gives the same logits.
+    x = np.asarray(TOKENS[1][:32], dtype=np.int64)[None]
+    want = np.asarray(tuned.model(x)[0])
+    reloaded, _ = load_model(tmp_path / "lora")
+    np.testing.assert_array_equal(np.asarray(reloaded(x)[0]), want)
+    on_base, _ = load_model(tmp_path / "base")
+    load_adapter(on_base, tmp_path / "lora" / "adapter.safetensors")
+    np.testing.assert_allclose(np.asarray(on_base(x)[0]), want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="LoRA settings"):
+        train(_preset(max_iters=8, lora_r=3), tmp_path / "lora", resume=True, **run)

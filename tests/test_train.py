@@ -127,8 +127,8 @@ def test_lora_fine_tuning_from_the_command_line_and_sampling_with_its_adapter(tm
     assert on_base.stdout == run("course.sample", "--out", str(tuned), *greedy).stdout
     refused(run("course.sample", "--out", str(base), "--adapter", str(tmp_path / "no.safetensors")),
             "--adapter")  # fmt: skip
-    tf_args = ["--framework", "tf", *args, *lora, "--out", str(tmp_path / "tf")]
-    refused(run("course.train", *tf_args), "PyTorch trainer only")
+    keras = ["--framework", "tf", *args, *lora, "--out", str(tmp_path / "tf-lora")]
+    refused(run("course.train", *keras), "no Keras checkpoint")  # a PyTorch run: no Keras base
 
 
 @pytest.mark.parametrize(

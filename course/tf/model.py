@@ -263,8 +263,11 @@ class GPT(keras.Model):
         self.built = True
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameters, counted once (the head is wte). Without positions by default."""
-        n = sum(math.prod(w.shape) for w in self.trainable_weights)
+        """Parameters, counted once (the head is wte), frozen ones too (LoRA freezes the
+        base: chapter 08), as PyTorch's count does. Without positions by default. Keras'
+        other variables (dropout's seed state: integers) are not parameters."""
+        weights = [w for w in self.weights if "float" in keras.backend.standardize_dtype(w.dtype)]
+        n = sum(math.prod(w.shape) for w in weights)
         return n - math.prod(self.wpe.embeddings.shape) if non_embedding else n
 
     def new_cache(self, batch_size: int):

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from course import runtime
+from course.adapters import ADAPTER_FILE, check_fine_tuning_base, check_resumed_lora, run_lora
 from course.config import GPTConfig, Preset, TrainConfig, lr_at
 from course.data import check_tokens, corpus_tokens, eval_seed, get_batch
 from course.files import replace_atomically, write_json, write_text
@@ -299,11 +300,19 @@ def load_model(out_dir: str | os.PathLike[str]):
     """The trained Keras GPT in out_dir/ckpt and its tokenizer (or None)."""
     state, folder = load_checkpoint(out_dir)
     model = GPT(GPTConfig.from_dict(state["model_config"]))
+    if state.get("lora"):  # a LoRA fine-tuning run: its layers first, then its weights
+        from course.tf.lora import apply_lora
+
+        apply_lora(model, **state["lora"])
+    _load_weights(model, folder)
+    return model, tokenizer_from_state(state.get("tokenizer"))
+
+
+def _load_weights(model: GPT, folder: Path) -> None:
     try:
         model.load_weights(str(folder / WEIGHTS))
     except Exception as err:
         raise ValueError(f"checkpoint {folder} is corrupt: {err}") from None
-    return model, tokenizer_from_state(state.get("tokenizer"))
 
 
 # --------------------------------------------------------------------------------------
@@ -384,16 +393,12 @@ def train(
 ) -> TrainResult:
     """Train the Keras GPT with `preset`; the arguments are the PyTorch trainer's, plus
     `jit_compile` (XLA) and `run_eagerly` (no tf.function at all: slow, debuggable).
-    Fine-tuning (`init_from`, the preset's `lora_r`) is the PyTorch trainer's only, for now:
-    asked for here, it is a NotImplementedError that says so."""
+    `init_from` and the preset's `lora_r` fine-tune as there (`course.tf.lora`): a Keras
+    run's weights and tokenizer to start from, and LoRA adapters only, written to
+    out_dir/adapter.safetensors (the file format both frameworks read) at every checkpoint."""
     from tqdm.auto import tqdm
 
     mcfg, tcfg = preset.model, preset.train
-    if init_from is not None or tcfg.lora_r:
-        raise NotImplementedError(
-            "fine-tuning (--init-from, --lora-r) runs in the PyTorch trainer only for now; use "
-            "--framework torch, or course.tf.lora.apply_lora on a Keras GPT in your own loop"
-        )
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs the out_dir that holds the checkpoint")
@@ -405,6 +410,15 @@ def train(
         )
     if state is not None and tokenizer is None:
         tokenizer = tokenizer_from_state(state.get("tokenizer"))
+    lora = run_lora(tcfg)
+    if state is not None:
+        check_resumed_lora(state, lora)
+    base_folder = None
+    if init_from is not None and state is None:  # on resume, the checkpoint holds them
+        base_state, base_folder = load_checkpoint(init_from)
+        check_fine_tuning_base(base_state, mcfg, init_from)
+        if tokenizer is None:
+            tokenizer = tokenizer_from_state(base_state.get("tokenizer"))
     threads = runtime.set_threads(tcfg.threads)
     if data is None:
         *data, tokenizer = corpus_tokens(
@@ -424,6 +438,12 @@ def train(
         model = GPT(mcfg)
     elif model.config != mcfg:
         raise ValueError(f"model.config {model.config} differs from the preset's {mcfg}")
+    if base_folder is not None:
+        _load_weights(model, base_folder)
+    if lora is not None:
+        from course.tf.lora import apply_lora, save_adapter
+
+        apply_lora(model, **lora, dropout=mcfg.dropout)
     optimizer = configure_optimizer(model, tcfg)
     model.compile(optimizer=optimizer, jit_compile=jit_compile and not run_eagerly,
                   run_eagerly=run_eagerly)  # fmt: skip
@@ -453,8 +473,11 @@ def train(
             save_checkpoint(
                 out, model, optimizer, step=step, model_config=mcfg.to_dict(),
                 train_config=tcfg.to_dict(), preset=preset.name,
-                tokenizer=tokenizer_state(tokenizer), best_val_loss=best_val,
+                tokenizer=tokenizer_state(tokenizer), best_val_loss=best_val, lora=lora,
+                init_from=str(init_from) if init_from is not None else None,
             )  # fmt: skip
+            if lora is not None:
+                save_adapter(model, out / ADAPTER_FILE)
 
     bar = tqdm(total=tcfg.max_iters, initial=start, disable=not progress, desc=preset.name)
     run = {"train_cfg": tcfg, "block_size": mcfg.block_size, "log": log, "bar": bar,
@@ -498,6 +521,9 @@ def train(
         "peak_rss_mb": peak_rss_mb(),
         "seconds": time.perf_counter() - started,
         "n_params": model.num_params(),
+        "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
+        "lora": lora,
+        "init_from": str(init_from) if init_from is not None else None,
         "threads": threads,
         "jit_compile": bool(jit_compile and not run_eagerly),
         "run_eagerly": run_eagerly,

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from course.adapters import ADAPTER_FILE, check_fine_tuning_base, check_resumed_lora, run_lora
 from course.config import GPTConfig, Preset, TrainConfig, lr_at
 from course.data import check_tokens, corpus_tokens, eval_seed, get_batch
 from course.files import replace_atomically, write_json
@@ -188,34 +189,11 @@ def load_model(
     return model.eval(), tokenizer_from_state(state["tokenizer"])
 
 
-ADAPTER = "adapter.safetensors"  # a LoRA run's adapter file in its out_dir (chapter 08)
-
-
-def _lora_settings(tcfg: TrainConfig) -> dict[str, Any] | None:
-    """apply_lora's settings for a LoRA run, or None for training every weight."""
-    if not tcfg.lora_r:
-        return None
-    return {"r": tcfg.lora_r, "alpha": tcfg.lora_alpha}
-
-
 def _init_weights(init_from, mcfg: GPTConfig) -> tuple[dict[str, Any], Any]:
     """(weights, tokenizer state) of the run in `init_from` that a fine-tuning run starts
-    from; errors that say why it cannot be the base of a model shaped by `mcfg`."""
+    from, once `course.adapters.check_fine_tuning_base` accepts it."""
     state = load_checkpoint(_checkpoint_path(init_from))
-    if state.get("lora"):
-        raise ValueError(
-            f"{init_from} is a LoRA run: fine-tune from the run it started from, or load it, "
-            "merge its adapter (course.torch.lora.merge_lora) and save a plain checkpoint"
-        )
-    base = GPTConfig.from_dict(state["model_config"])
-    shape = ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "bias")
-    differ = [f"{f}: {getattr(base, f)} vs {getattr(mcfg, f)}" for f in shape
-              if getattr(base, f) != getattr(mcfg, f)]  # fmt: skip
-    if differ:
-        raise ValueError(
-            f"the run in {init_from} has another model shape than the preset's "
-            f"({'; '.join(differ)}): fine-tune with the preset it was trained with"
-        )
+    check_fine_tuning_base(state, mcfg, init_from)
     return state["model"], state["tokenizer"]
 
 
@@ -296,12 +274,9 @@ def train(
         )
     if state is not None and tokenizer is None:
         tokenizer = tokenizer_from_state(state["tokenizer"])
-    lora = _lora_settings(tcfg)
-    if state is not None and state.get("lora") != lora:
-        raise ValueError(
-            f"the checkpoint's LoRA settings {state.get('lora')} differ from the preset's "
-            f"{lora}: resume with the settings it was trained with"
-        )
+    lora = run_lora(tcfg)
+    if state is not None:
+        check_resumed_lora(state, lora)
     base_weights = None
     if init_from is not None and state is None:  # on resume, the checkpoint holds them
         base_weights, base_tokenizer = _init_weights(init_from, mcfg)
@@ -379,7 +354,7 @@ def train(
                 init_from=str(init_from) if init_from is not None else None,
             )
             if lora is not None:
-                save_adapter(model, out / ADAPTER)
+                save_adapter(model, out / ADAPTER_FILE)
 
     tokens_per_step = tcfg.batch_size * tcfg.grad_accum * mcfg.block_size
     start_step, started = step, time.perf_counter()
