@@ -202,3 +202,20 @@ def test_apply_arguments_are_checked_in_order_and_lora_is_applied_once():
         check("c_fc", 2, 4, 2.0, "Dense", {"h.0.mlp.c_fc": object()})
     with pytest.raises(ValueError, match="^model already has LoRA layers: apply_lora once"):
         check("c_fc", 2, 4, 0.0, "Dense", {"h.0.mlp.c_fc": object()})
+
+
+def test_fine_tuning_rules_name_what_stops_a_run():
+    from course.config import TrainConfig
+
+    assert adapters.run_lora(TrainConfig()) is None  # lora_r = 0: every weight trains
+    assert adapters.run_lora(TrainConfig(lora_r=8, lora_alpha=32.0)) == {"r": 8, "alpha": 32.0}
+    config = GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32)
+    state = {"model_config": config.to_dict(), "lora": None}
+    adapters.check_fine_tuning_base(state, config.replace(dropout=0.1), "runs/base")  # fine
+    with pytest.raises(ValueError, match="runs/base is a LoRA run"):
+        adapters.check_fine_tuning_base({**state, "lora": {"r": 4}}, config, "runs/base")
+    with pytest.raises(ValueError, match=r"another model shape .*n_head: 2 vs 4"):
+        adapters.check_fine_tuning_base(state, config.replace(n_head=4), "runs/base")
+    adapters.check_resumed_lora({"lora": {"r": 4, "alpha": 8.0}}, {"r": 4, "alpha": 8.0})
+    with pytest.raises(ValueError, match="LoRA settings"):
+        adapters.check_resumed_lora({"lora": None}, {"r": 4, "alpha": 8.0})
