@@ -114,6 +114,7 @@ from kernels.testing import (
     attention_inputs,
     backward_case,
     forward_case,
+    kernel_device,
     reference_attention,
     run_isolated,
     softmax_case,
@@ -597,10 +598,11 @@ run_isolated(backward_case, mine, B=2, H=2, T_q=33, T_k=33, D=32, dtype=torch.fl
 GPTClass = learner.load("gpt_torch", "GPT", fallback=GPT)
 config = get_preset("nano").model
 torch.manual_seed(SEED)
-sdpa_model = GPTClass(config)
-triton_model = GPTClass(config.replace(attn_impl="triton"))
+device = kernel_device()  # where Triton kernels run here: "cuda" compiled, "cpu" interpreted
+sdpa_model = GPTClass(config).to(device)
+triton_model = GPTClass(config.replace(attn_impl="triton")).to(device)
 triton_model.load_state_dict(sdpa_model.state_dict())
-x = torch.randint(0, config.vocab_size, (GPT_BATCH, config.block_size))
+x = torch.randint(0, config.vocab_size, (GPT_BATCH, config.block_size), device=device)
 y = torch.roll(x, -1, dims=1)
 mine = dict(forward=flash_forward_kernel, preprocess=flash_preprocess_kernel, dq=flash_dq_kernel)
 losses, grads = {}, {}
