@@ -24,7 +24,8 @@ import hashlib
 import json
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +121,36 @@ def check_not_merged(layers: Iterable[Any], action: str) -> None:
         )
 
 
+@contextmanager
+def switched_off(layers: Mapping[str, Any]) -> Iterator[None]:
+    """Within the block, every LoRA layer of `layers` (lora_layers' dict, not empty) has
+    `enabled = False` and computes its base layer alone; each is switched on again after
+    the block, whatever happens in it. Merged layers are refused: their base holds the
+    update."""
+    layers = list(require_layers(layers).values())
+    check_not_merged(layers, "disable the adapters of")
+    for layer in layers:
+        layer.enabled = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enabled = True
+
+
 # --------------------------------------------------------------------------------------
 # Adapter files
 # --------------------------------------------------------------------------------------
+
+
+def base_weights(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The base model's weights in a PyTorch GPT state dict with or without LoRA layers:
+    the LoRA weights left out, an adapted layer's "....base.weight" under its plain name."""
+    return {
+        name.replace(".base.", "."): value
+        for name, value in state.items()
+        if not name.endswith((".lora_A", ".lora_B"))
+    }
 
 
 def fingerprint(state: Mapping[str, Any]) -> str:

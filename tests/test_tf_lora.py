@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from course import runtime
-from course.config import GPTConfig
+from course.config import GPTConfig, get_preset
 from course.tf import lora as keras_lora
 from course.tf.convert import torch_to_keras
 from course.tf.model import GPT as KerasGPT
+from course.tf.model import lm_loss
+from course.tf.train import configure_optimizer, estimate_loss
 from course.torch import lora as torch_lora
 from course.torch.model import GPT as TorchGPT
 
@@ -39,8 +41,8 @@ def _ids(B: int, T: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, SMALL.vocab_size, size=(B, T))
 
 
-def _torch_lora(base: TorchGPT, r: int = 4, alpha: float = 8) -> TorchGPT:
-    model = torch_lora.apply_lora(copy.deepcopy(base), r=r, alpha=alpha)
+def _torch_lora(base: TorchGPT, r: int = 4, alpha: float = 8, **kwargs) -> TorchGPT:
+    model = torch_lora.apply_lora(copy.deepcopy(base), r=r, alpha=alpha, **kwargs)
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for layer in torch_lora.lora_layers(model).values():
@@ -187,3 +189,153 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match=r"\['lm_head'\].*c_attn.*c_fc.*c_proj"):
         keras_lora.apply_lora(model, targets=("c_attn", "lm_head"))
     assert not keras_lora.lora_layers(model) and model.trainable_weights  # nothing changed
+
+
+# --- adapters off for a block; optimizer state ---------------------------------------------
+
+
+def _keras_lora(base: TorchGPT, std: float = 0.5):
+    """The Keras twin of `base` with LoRA (r=4, alpha=8) and B random: the adapter acts."""
+    model = keras_lora.apply_lora(_keras_twin(base), r=4, alpha=8, seed=3)
+    rng = np.random.default_rng(7)
+    for layer in keras_lora.lora_layers(model).values():
+        layer.lora_B.assign((std * rng.normal(size=layer.lora_B.shape)).astype(np.float32))
+    return model
+
+
+def test_disable_lora_gives_the_base_model_inside_the_block_only():
+    base = _torch_base()
+    x = _ids(2, 16, seed=3)
+    expected = np.asarray(_keras_twin(base)(x))
+    model = _keras_lora(base)
+    adapted = np.asarray(model(x))
+    assert np.abs(adapted - expected).max() > 1e-2  # B is not zero: the adapter acts
+    with keras_lora.disable_lora(model) as inside:
+        assert inside is model
+        assert not any(layer.enabled for layer in keras_lora.lora_layers(model).values())
+        assert np.array_equal(np.asarray(model(x)), expected)
+    assert all(layer.enabled for layer in keras_lora.lora_layers(model).values())
+    assert np.array_equal(np.asarray(model(x)), adapted)
+
+
+def test_disable_lora_drops_the_evaluation_traced_with_the_adapters_on():
+    """estimate_loss keeps one traced function per model; one traced before the block
+    would still run the adapters inside it (and one traced inside, none after it)."""
+    base = _torch_base()
+    tokens = np.random.default_rng(5).integers(0, SMALL.vocab_size, 400)
+    splits = {"val": tokens}
+    args = dict(batch_size=3, block_size=SMALL.block_size, eval_iters=2, seed=11)
+    base_loss = estimate_loss(_keras_twin(base), splits, **args)["val"]
+    model = _keras_lora(base)
+    adapted_loss = estimate_loss(model, splits, **args)["val"]  # traced with adapters on
+    assert abs(adapted_loss - base_loss) > 1e-2
+    with keras_lora.disable_lora(model):
+        inside = estimate_loss(model, splits, **args)["val"]
+    after = estimate_loss(model, splits, **args)["val"]
+    assert inside == pytest.approx(base_loss, rel=1e-6, abs=0)
+    assert after == pytest.approx(adapted_loss, rel=1e-6, abs=0)
+
+
+def test_disable_lora_turns_the_adapters_back_on_when_the_block_raises():
+    model = _keras_lora(_torch_base())
+    x = _ids(2, 8)
+    adapted = np.asarray(model(x))
+    with pytest.raises(RuntimeError, match="inside"):
+        with keras_lora.disable_lora(model):
+            raise RuntimeError("inside the block")
+    assert all(layer.enabled for layer in keras_lora.lora_layers(model).values())
+    assert np.array_equal(np.asarray(model(x)), adapted)
+
+
+def test_disable_lora_refuses_a_merged_model_and_a_model_without_lora():
+    base = _torch_base()
+    with pytest.raises(ValueError, match="apply_lora"):
+        with keras_lora.disable_lora(_keras_twin(base)):
+            pass
+    model = _keras_lora(base)
+    x = _ids(2, 8)
+    keras_lora.merge_lora(model)
+    merged = np.asarray(model(x))
+    with pytest.raises(ValueError, match="merged.*unmerge_lora"):
+        with keras_lora.disable_lora(model):
+            pass
+    layers = keras_lora.lora_layers(model).values()
+    assert all(layer.enabled and layer.merged for layer in layers)
+    assert np.array_equal(np.asarray(model(x)), merged)
+    keras_lora.unmerge_lora(model)
+    with keras_lora.disable_lora(model):
+        assert np.array_equal(np.asarray(model(x)), np.asarray(_keras_twin(base)(x)))
+
+
+def _one_step(model, optimizer, variables) -> None:
+    x = _ids(2, 8, seed=4)
+    y = _ids(2, 8, seed=5)
+    with tf.GradientTape() as tape:
+        loss = lm_loss(y, model(x, training=True))
+    gradients = tape.gradient(loss, variables)
+    assert all(g is not None for g in gradients)
+    optimizer.apply_gradients(zip(gradients, variables, strict=True))
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_optimizer_state_bytes_of_adamw_are_the_two_moments(lora):
+    base = _torch_base()
+    model = _keras_twin(base)
+    if lora:
+        r, C = 4, SMALL.n_embd
+        model = keras_lora.apply_lora(model, r=r, alpha=8)
+        n = SMALL.n_layer * r * ((C + 3 * C) + (C + C) + (C + 4 * C) + (4 * C + C))
+        optimizer = configure_optimizer(model, get_preset("nano").train)
+    else:
+        n = sum(p.numel() for p in base.parameters())  # the twin's numbers, counted by torch
+        optimizer = keras.optimizers.AdamW(learning_rate=1e-3)
+    variables = model.trainable_variables
+    assert sum(int(np.prod(v.shape)) for v in variables) == n
+    assert keras_lora.optimizer_state_bytes(optimizer) == 0  # nothing built yet
+    optimizer.build(variables)
+    _one_step(model, optimizer, variables)
+    assert int(optimizer.iterations.numpy()) == 1
+    assert keras_lora.optimizer_state_bytes(optimizer) == 2 * 4 * n  # float32 m and v
+
+
+def test_whole_adapted_models_move_between_frameworks_with_the_converter():
+    """torch_to_keras / keras_to_torch carry a LoRA model's weights, base and A, B, in one
+    call, both ways: the same logits, and a state dict that loads strictly."""
+    from course.tf.convert import keras_to_torch
+
+    base = _torch_base()
+    ours = _torch_lora(base, targets=("c_attn", "c_fc"))
+    x = _ids(2, 16)
+    model = keras_lora.apply_lora(KerasGPT(SMALL), targets=("c_attn", "c_fc"), r=4, alpha=8)
+    torch_to_keras(ours.state_dict(), model)
+    assert np.abs(np.asarray(model(x)) - _torch_logits(ours, x)).max() <= 1e-4
+    np.testing.assert_array_equal(
+        model.h[1].mlp.c_fc.lora_B.numpy(), ours.transformer.h[1].mlp.c_fc.lora_B.detach().numpy().T
+    )
+
+    back = torch_lora.apply_lora(TorchGPT(SMALL), targets=("c_attn", "c_fc"), r=4, alpha=8)
+    back.load_state_dict(keras_to_torch(model, as_torch=True))  # strict: every name fits
+    for name, value in ours.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[name].numpy(), value.numpy(), name)
+
+    # A plain state dict loads the base weights of an adapted model and leaves A, B alone.
+    lora_B = model.h[0].attn.c_attn.lora_B.numpy()
+    torch_to_keras(base.state_dict(), model)
+    np.testing.assert_array_equal(model.h[0].attn.c_attn.lora_B.numpy(), lora_B)
+
+
+def test_the_converter_refuses_lora_weights_that_do_not_fit_and_changes_nothing():
+    ours = _torch_lora(_torch_base())  # every default target, r = 4
+    cases = {
+        "unexpected .*lora_A": _keras_twin(_torch_base(seed=1)),  # no LoRA layers at all
+        "unexpected .*c_proj.lora_A": keras_lora.apply_lora(
+            _keras_twin(_torch_base(seed=1)), targets=("c_attn", "c_fc"), r=4
+        ),
+        "PyTorch layout": keras_lora.apply_lora(_keras_twin(_torch_base(seed=1)), r=2),
+    }
+    for message, model in cases.items():
+        before = [v.numpy().copy() for v in model.weights]
+        with pytest.raises(ValueError, match=message):
+            torch_to_keras(ours.state_dict(), model)
+        for old, variable in zip(before, model.weights, strict=True):
+            np.testing.assert_array_equal(variable.numpy(), old, variable.path)

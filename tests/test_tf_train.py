@@ -605,3 +605,24 @@ def test_lora_fine_tuning_trains_only_the_adapters_on_the_base_weights(tmp_path)
     np.testing.assert_allclose(np.asarray(on_base(x)[0]), want, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="LoRA settings"):
         train(_preset(max_iters=8, lora_r=3), tmp_path / "lora", resume=True, **run)
+
+
+def test_estimate_loss_takes_any_batch_size_on_the_same_model():
+    """A second evaluation with another batch size is traced anew (it was refused: the
+    traced function cached on the model kept the first call's shape)."""
+    from course.data import get_batch
+    from course.tf.model import lm_loss
+    from course.tf.train import estimate_loss
+
+    config = get_preset("nano").model.replace(n_layer=1, n_embd=32, n_head=2, block_size=8)
+    model = KerasGPT(config)
+    splits = {"val": TOKENS[1] % config.vocab_size}
+    for batch_size in (3, 5, 3):
+        got = estimate_loss(model, splits, batch_size, config.block_size, 2, seed=4)["val"]
+        rng = np.random.default_rng(4)
+        want = np.mean([
+            float(lm_loss(y, model(x, training=False)))
+            for x, y in (get_batch(splits["val"], batch_size, config.block_size, rng)
+                         for _ in range(2))
+        ])  # fmt: skip
+        assert got == pytest.approx(want, rel=1e-6), batch_size

@@ -13,10 +13,12 @@ from course.torch.lora import (
     LoRALinear,
     apply_lora,
     count_trainable,
+    disable_lora,
     load_adapter,
     lora_layers,
     lora_parameters,
     merge_lora,
+    optimizer_state_bytes,
     save_adapter,
     unmerge_lora,
 )
@@ -332,3 +334,87 @@ def test_a_merged_model_is_neither_saved_nor_loaded_into(tmp_path):
     again = save_adapter(model, tmp_path / "again.safetensors")
     idx = _ids(2, 8)
     assert torch.equal(load_adapter(copy.deepcopy(base), again)(idx)[0], model(idx)[0])
+
+
+# --- adapters off for a block; optimizer state ---------------------------------------------
+
+
+def test_disable_lora_gives_the_base_model_inside_the_block_only():
+    base = _model()
+    idx = _ids(2, 24)
+    expected, _ = base(idx)
+    model = apply_lora(copy.deepcopy(base), r=4, alpha=8)
+    _randomize_b(model, std=0.5)
+    adapted, _ = model(idx)
+    assert (adapted - expected).abs().max() > 1e-2  # B is not zero: the adapter acts
+    with disable_lora(model) as inside:
+        assert inside is model
+        assert not any(layer.enabled for layer in lora_layers(model).values())
+        assert torch.equal(model(idx)[0], expected)
+    assert all(layer.enabled for layer in lora_layers(model).values())
+    assert torch.equal(model(idx)[0], adapted)
+
+
+def test_disable_lora_turns_the_adapters_back_on_when_the_block_raises():
+    model = apply_lora(_model(), r=4, alpha=8)
+    _randomize_b(model, std=0.5)
+    idx = _ids(2, 12)
+    adapted, _ = model(idx)
+    with pytest.raises(RuntimeError, match="inside"):
+        with disable_lora(model):
+            raise RuntimeError("inside the block")
+    assert all(layer.enabled for layer in lora_layers(model).values())
+    assert torch.equal(model(idx)[0], adapted)
+
+
+def test_disable_lora_refuses_a_merged_model_and_a_model_without_lora():
+    base = _model()
+    with pytest.raises(ValueError, match="apply_lora"):
+        with disable_lora(base):
+            pass
+    model = apply_lora(copy.deepcopy(base), r=4, alpha=8)
+    _randomize_b(model, std=0.5)
+    idx = _ids(2, 12)
+    merge_lora(model)
+    merged, _ = model(idx)
+    with pytest.raises(ValueError, match="merged.*unmerge_lora"):
+        with disable_lora(model):
+            pass
+    assert all(layer.enabled and layer.merged for layer in lora_layers(model).values())
+    assert torch.equal(model(idx)[0], merged)
+    unmerge_lora(model)
+    with disable_lora(model):
+        assert torch.equal(model(idx)[0], base(idx)[0])
+
+
+def _adamw_bytes(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> int:
+    """What AdamW keeps, from the parameters: exp_avg and exp_avg_sq the size of each
+    parameter (float32: 4 bytes a number), and `step` a float32 scalar tensor per parameter
+    (torch >= 1.12; a plain number would take no tensor memory)."""
+    keys = {key for state in optimizer.state.values() for key in state}
+    assert keys == {"exp_avg", "exp_avg_sq", "step"}
+    steps = [optimizer.state[p]["step"] for p in params]
+    assert all(isinstance(s, torch.Tensor) and s.dtype == torch.float32 for s in steps)
+    assert all(s.numel() == 1 for s in steps)
+    return 2 * 4 * sum(p.numel() for p in params) + 4 * len(params)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_optimizer_state_bytes_of_adamw_are_two_moments_and_a_step_counter(lora):
+    model = _model()
+    if lora:
+        r, C = 4, SMALL.n_embd
+        model = apply_lora(model, r=r, alpha=8)
+        params = lora_parameters(model)
+        per_block = r * ((C + 3 * C) + (C + C) + (C + 4 * C) + (4 * C + C))
+        assert sum(p.numel() for p in params) == SMALL.n_layer * per_block
+    else:
+        params = list(model.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3)
+    assert optimizer_state_bytes(optimizer) == 0  # no step yet: no state
+    model(_ids(2, 8), _ids(2, 8, seed=2))[1].backward()
+    optimizer.step()
+    assert len(optimizer.state) == len(params)
+    assert optimizer_state_bytes(optimizer) == _adamw_bytes(params, optimizer)
+    if lora:  # 2 * 4 bytes per LoRA number and 4 per LoRA tensor (4 per layer, 2 layers)
+        assert optimizer_state_bytes(optimizer) == 8 * SMALL.n_layer * per_block + 4 * 16

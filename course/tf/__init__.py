@@ -35,6 +35,7 @@ _EXPORTS = {
     "merge_lora": "lora",
     "unmerge_lora": "lora",
     "lora_parameters": "lora",
+    "disable_lora": "lora",
     "save_adapter": "lora",
     "load_adapter": "lora",
     "torch_adapter_to_keras": "lora",

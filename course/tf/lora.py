@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ import numpy as np
 from course import adapters, runtime
 from course.adapters import DEFAULT_TARGETS, check_adapter_fits, read_adapter
 from course.checks import check_int
-from course.tf.convert import keras_to_torch
+from course.tf.convert import keras_to_torch, lora_assignments
 
 keras = runtime.import_keras()  # TensorFlow backend, loaded safely beside Triton
 ops = keras.ops
@@ -99,6 +99,7 @@ class LoRALinear(keras.layers.Layer):
         self.lora_B = self.add_weight(shape=(self.r, n_out), initializer="zeros", name="lora_B")
         self.lora_dropout = keras.layers.Dropout(self.dropout, seed=seed) if self.dropout else None
         self.merged = False
+        self.enabled = True  # False: call is base(x) alone (`disable_lora`)
         self.kernel_before_merge = None  # set while merged
         self.built = True
 
@@ -116,7 +117,7 @@ class LoRALinear(keras.layers.Layer):
 
     def call(self, x, training=False):
         y = self.base(x)  # (..., out)
-        if self.merged:
+        if self.merged or not self.enabled:
             return y
         h = self.lora_dropout(x, training=training) if self.lora_dropout is not None else x
         h = ops.matmul(h, self.lora_A)  # (..., r)
@@ -237,6 +238,31 @@ def unmerge_lora(model):
     return model
 
 
+@contextmanager
+def disable_lora(model) -> Iterator[Any]:
+    """Within the block, every LoRA layer computes its base layer alone: the model is the
+    base model, to the bit. A merged model is refused. `enabled` is a Python flag, read
+    when a function is traced: a tf.function traced before the block keeps the adapters
+    on, so the traced evaluation step `course.tf.train.estimate_loss` caches on the model
+    is dropped on entry and on exit (trace your own functions inside the block)."""
+    with adapters.switched_off(lora_layers(model)):
+        model.__dict__.pop("_eval_loss", None)
+        try:
+            yield model
+        finally:
+            model.__dict__.pop("_eval_loss", None)
+
+
+def optimizer_state_bytes(optimizer) -> int:
+    """Bytes of the variables a Keras optimizer keeps per trained variable (AdamW: the
+    first and second moments, the size of what it trains, twice), its counters left out."""
+    return sum(
+        math.prod(v.shape) * np.dtype(v.dtype).itemsize
+        for v in optimizer.variables
+        if len(v.shape) > 0
+    )
+
+
 def lora_parameters(model) -> list:
     """The LoRA variables (A and B of every adapted layer): what the optimizer should get."""
     return [v for layer in _layers_or_error(model).values() for v in (layer.lora_A, layer.lora_B)]
@@ -260,52 +286,25 @@ def keras_adapter_to_torch(model, as_torch: bool = False) -> dict[str, Any]:
     """The LoRA weights in PyTorch names and layout: lora_A (r, in) = A.T, lora_B (out, r)
     = B.T; numpy arrays, or torch tensors with `as_torch` (load them into a PyTorch GPT
     with LoRA applied: `torch_model.load_state_dict(state, strict=False)`)."""
-    state = {}
-    for name, layer in _layers_or_error(model).items():
-        state[f"{name}.lora_A"] = np.ascontiguousarray(np.asarray(layer.lora_A.numpy()).T)
-        state[f"{name}.lora_B"] = np.ascontiguousarray(np.asarray(layer.lora_B.numpy()).T)
-    if as_torch:
-        import torch
-
-        state = {name: torch.from_numpy(value) for name, value in state.items()}
-    return state
+    _layers_or_error(model)
+    state = keras_to_torch(model, as_torch=as_torch)
+    return {name: value for name, value in state.items() if name.endswith((".lora_A", ".lora_B"))}
 
 
 def torch_adapter_to_keras(state: Mapping[str, Any], model, source: str = "state"):
     """Load LoRA weights in PyTorch names and layout (tensors or arrays, e.g. from
     `course.torch.lora.adapter_state_dict`) into the Keras GPT's LoRA layers, transposed.
     Names and shapes are all checked before any variable changes."""
-    layers = _layers_or_error(model)
-    expected = {}
-    for name, layer in layers.items():
-        expected[f"{name}.lora_A"] = (layer.lora_A, tuple(layer.lora_A.shape)[::-1])
-        expected[f"{name}.lora_B"] = (layer.lora_B, tuple(layer.lora_B.shape)[::-1])
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or extra:
-        raise ValueError(
-            f"{source} does not fit this model's LoRA layers: missing {missing[:4]}, "
-            f"unexpected {extra[:4]}"
-        )
-    values = {}
-    for name, (_, shape) in expected.items():
-        value = state[name]
-        if hasattr(value, "detach"):  # a torch tensor
-            value = value.detach().cpu().float().numpy()
-        values[name] = np.asarray(value, dtype=np.float32)
-        if values[name].shape != shape:
-            raise ValueError(
-                f"{source}: {name} has shape {values[name].shape}, this model needs {shape} "
-                f"(PyTorch layout)"
-            )
-    for name, (variable, _) in expected.items():
-        variable.assign(values[name].T)
+    _layers_or_error(model)
+    for variable, value in lora_assignments(state, model, source):
+        variable.assign(value)
     return model
 
 
 def base_fingerprint(model) -> str:
     """sha256 of the base model's weights in PyTorch names and layout, sorted by name, as
     float32: the same number `course.torch.lora.base_fingerprint` gives the same weights."""
-    return adapters.fingerprint(keras_to_torch(model))  # a LoRALinear's kernel: its base's
+    return adapters.fingerprint(adapters.base_weights(keras_to_torch(model)))
 
 
 def save_adapter(model, path) -> Path:

@@ -141,13 +141,14 @@ def estimate_loss(
     """Mean loss over `eval_iters` batches per split, drawn exactly as the PyTorch
     trainer draws them (np.random.default_rng(seed)), in inference mode."""
     rng = np.random.default_rng(seed)
-    loss_of = model.__dict__.get("_eval_loss")
-    if loss_of is None:  # one traced function per model, reused at every evaluation
+    traced = model.__dict__.setdefault("_eval_loss", {})  # (batch, block) -> traced loss
+    loss_of = traced.get((batch_size, block_size))
+    if loss_of is None:  # one traced function per model and shape, reused at every evaluation
         spec = tf.TensorSpec((batch_size, block_size), tf.int64)
         loss_of = tf.function(
             lambda x, y: lm_loss(y, model(x, training=False)), input_signature=[spec, spec]
         )
-        model.__dict__["_eval_loss"] = loss_of
+        traced[(batch_size, block_size)] = loss_of
     out = {}
     for name, data in splits.items():
         losses = [float(loss_of(*get_batch(data, batch_size, block_size, rng))) for _ in

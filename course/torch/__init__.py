@@ -38,6 +38,7 @@ _EXPORTS = {
     "merge_lora": "lora",
     "unmerge_lora": "lora",
     "lora_parameters": "lora",
+    "disable_lora": "lora",
     "save_adapter": "lora",
     "load_adapter": "lora",
     # `train` itself is imported from course.torch.train: a package attribute named

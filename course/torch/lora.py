@@ -26,7 +26,8 @@ between frameworks; this module converts its tensors to and from numpy at the ed
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,7 @@ class LoRALinear(nn.Module):
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # U(±1/√in), peft's init
         self.lora_dropout = nn.Dropout(self.dropout) if self.dropout else nn.Identity()
         self.merged = False
+        self.enabled = True  # False: forward is base(x) alone (`disable_lora`)
         self.weight_before_merge: torch.Tensor | None = None  # set while merged
 
     @property
@@ -85,7 +87,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)  # (..., out)
-        if self.merged:
+        if self.merged or not self.enabled:
             return y
         h = self.lora_dropout(x) @ self.lora_A.t()  # (..., r)
         return y + (h @ self.lora_B.t()) * self.scale  # (..., out)
@@ -188,6 +190,26 @@ def unmerge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
+@contextmanager
+def disable_lora(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every LoRA layer computes its base layer alone: the model is the
+    base model, to the bit (the base weights never change while adapters train). A merged
+    model is refused: its base weights hold the update."""
+    with adapters.switched_off(lora_layers(model)):
+        yield model
+
+
+def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of every tensor an optimizer keeps per parameter (AdamW: exp_avg and
+    exp_avg_sq, the size of what it trains, twice; its step counters)."""
+    return sum(
+        value.numel() * value.element_size()
+        for state in optimizer.state.values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor)
+    )
+
+
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The LoRA weights (A and B of every adapted layer): what the optimizer should get."""
     return [p for layer in _layers_or_error(model).values() for p in (layer.lora_A, layer.lora_B)]
@@ -215,13 +237,8 @@ def base_fingerprint(model: nn.Module) -> str:
     (`course.tf.lora.base_fingerprint` hashes the same names, values and layout). A merged
     model's weights are not the base's: unmerge first.
     """
-    return adapters.fingerprint(
-        {
-            name.replace(".base.", "."): to_numpy(value)
-            for name, value in model.state_dict().items()
-            if not name.endswith((".lora_A", ".lora_B"))
-        }
-    )
+    state = adapters.base_weights(model.state_dict())
+    return adapters.fingerprint({name: to_numpy(value) for name, value in state.items()})
 
 
 def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

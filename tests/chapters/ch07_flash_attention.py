@@ -2,34 +2,14 @@
 tiled attention in PyTorch and in keras.ops, the FlashAttention forward, Delta and dQ), and
 the library's reference of each, which must pass the same graded test cells.
 
-Each wrong answer is the solution cell with one mistake made in it: `_mistake` applies the
-edits to the cell as the solution notebook has it, and fails loudly when the text to change
-is no longer there, so the list cannot silently drift away from the chapter.
+Each wrong answer is the solution cell with one mistake made in it (`tests/chapters.Mistakes`).
 """
 
-from conftest import REPO
+from autograde.probe import ReferenceAnswer
 
-from autograde import notebooks
-from autograde.probe import ReferenceAnswer, WrongAnswer
+from . import Mistakes
 
-CHAPTER = "07_flash_attention"
-_SOLUTION = notebooks.read(REPO / "solutions" / CHAPTER / f"{CHAPTER}.ipynb")
-_CELLS = {
-    c.metadata["nbgrader"]["grade_id"]: c.source
-    for c in _SOLUTION.cells
-    if notebooks.is_solution(c)
-}
-
-
-def _mistake(exercise: str, name: str, *edits: tuple[str, str]) -> WrongAnswer:
-    """The solution of `exercise` with each (old, new) edit made; each `old` occurs once."""
-    code = _CELLS[exercise]
-    for old, new in edits:
-        count = code.count(old)
-        if count != 1:
-            raise AssertionError(f"{exercise} / {name}: {old!r} occurs {count} times, not once")
-        code = code.replace(old, new)
-    return WrongAnswer(exercise, name, code)
+_mistake = Mistakes("07_flash_attention")
 
 
 WRONG_ANSWERS = [
