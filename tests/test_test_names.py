@@ -37,6 +37,10 @@ ELSEWHERE = {
     "course/torch/sampling.py": ("test_torch_model.py", "generation with and without cache"),
     "course/tf/convert.py": ("test_tf_model.py", "weights moved both ways, logits compared"),
     "course/torch/flash.py": ("test_flash.py", "both mirrors against one float64 reference"),
+    "course/torch/launch.py": (
+        "test_torch_distributed.py",
+        "launching is tested with the distributed workers it runs",
+    ),
     "course/tf/flash.py": ("test_flash.py", "both mirrors against one float64 reference"),
     "autograde/forkprotocol.py": ("test_grading_forkserver.py", "the launcher's side of it"),
     "autograde/nbgrader_config.py": ("test_grading_feedback.py", "nbgrader's settings"),
