@@ -122,6 +122,30 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1  # <linux/sockios.h>, <net/if.h>
+
+
+def _loopback_up() -> None:
+    """Bring up `lo` in this process's (new, empty) network namespace: the kernel gets a
+    network of one, 127.0.0.1, with no interface and no route out. Distributed training's
+    ranks meet there (chapter 09). Needs CAP_NET_ADMIN in the namespace, which the process
+    that just made it has."""
+    import fcntl
+    import socket
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH22x", b"lo", 0)  # struct ifreq: name, then flags
+        flags = struct.unpack("16sH22x", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", flags | IFF_UP))
+
+
+def _no_network() -> None:
+    """A network namespace of its own, with only its loopback up."""
+    _unshare(CLONE_NEWNET)
+    _loopback_up()
+
+
 def _unshare(flags: int) -> None:
     if _libc().unshare(flags) != 0:
         errno = ctypes.get_errno()
@@ -260,7 +284,7 @@ def _tried(attempt) -> bool:
 
 ATTEMPTS = {
     "hidden_folders": _private_mount_namespace,
-    "no_network": lambda: _unshare(CLONE_NEWNET),
+    "no_network": _no_network,
     "private_tmp": _try_private_tmp,
     "own_processes": _try_own_processes,
 }
@@ -680,16 +704,17 @@ def enter(settings: Settings, connection_file: str) -> Path:
         mounted = _private_mounts(settings, scratch, notes)
         if settings.isolate_network:
             try:
-                _unshare(CLONE_NEWNET)
+                _no_network()
             except OSError as err:
-                notes.append(f"network not cut off ({err})")
+                notes.append(f"network not cut off, or its loopback down ({err})")
         if mounted and (settings.uid is not None or not root):
             stand_in = _own_processes(notes)
     elif settings.isolate_network:
         try:  # without root, a user namespace may still bring a network namespace
             _unshare(CLONE_NEWUSER | CLONE_NEWNET)
+            _loopback_up()
         except OSError as err:
-            notes.append(f"network not cut off ({err})")
+            notes.append(f"network not cut off, or its loopback down ({err})")
     _set_limits(settings.limits)
     _first_to_go()
     if settings.uid is not None and root:

@@ -208,6 +208,16 @@ def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(
         except Exception as err:
             print("refused network", type(err).__name__)
         print("secrets", sorted(k for k in os.environ if "SECRET" in k), os.getuid())
+        # Its own loopback works (distributed training's ranks meet on 127.0.0.1): a
+        # network of one, with no route out.
+        import threading
+        try:
+            echo = socket.create_server(("127.0.0.1", 0))
+            threading.Thread(target=lambda: echo.accept()[0].sendall(b"pong"), daemon=True).start()
+            with socket.create_connection(("127.0.0.1", echo.getsockname()[1]), timeout=5) as c:
+                print("loopback", c.recv(4).decode())
+        except Exception as err:
+            print("no loopback", type(err).__name__, err)
         # The process that started this kernel (a fork server, maybe) is out of reach too:
         # the kernel is PID 1 of a PID namespace of its own, its parent outside, unseen.
         import sys
@@ -245,6 +255,7 @@ def test_a_student_reaches_no_instructor_file_no_network_and_no_gradebook(
         assert leak not in printed.replace("secrets []", ""), printed
     assert "refused write" in printed and "refused sqlite" in printed, printed
     assert "refused network" in printed and listener.count == 0
+    assert "loopback pong" in printed, printed
     assert f"secrets [] {os.getuid()}" not in printed  # another user ran the kernel
     assert "refused parent server" in printed and "pid 1 parent 0 " in printed, printed
     forked = "preloaded True" in printed
@@ -877,6 +888,12 @@ def test_an_ordinary_user_gets_the_view_no_network_and_no_capabilities_left(tmp_
                 seen["network"] = "REACHED"
             except OSError:
                 seen["network"] = "unreached"
+            try:  # its own loopback is up: a network of one
+                echo = socket.create_server(("127.0.0.1", 0))
+                with socket.create_connection(echo.getsockname(), timeout=5):
+                    seen["loopback"] = "up"
+            except OSError as err:
+                seen["loopback"] = str(err)
             open("/tmp/mine", "w").write("x")
             status = open("/proc/self/status").read()
             seen["caps"] = [l.split()[1] for l in status.splitlines() if l.startswith("Cap")]
@@ -925,6 +942,7 @@ def test_an_ordinary_user_gets_the_view_no_network_and_no_capabilities_left(tmp_
     assert outer["rc"] == 0, outer["err"]
     for name in ("solution", "home", "etc", "socket", "var_tmp", "repo", "network"):
         assert seen[name] == "unreached", (name, seen)
+    assert seen["loopback"] == "up", seen
     assert not (parent / "work" / "mine").exists()
     assert seen["pid"] == 1 and seen["processes"] <= 3, seen
     assert set(seen["caps"][:3]) == {"0000000000000000"}, seen["caps"]  # inh, prm, eff
