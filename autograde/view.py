@@ -102,7 +102,9 @@ def command(settings, argv: list[str], files=(), program: str | None = None) -> 
             args += ["--ro-bind", folder, folder]
     for name in ETC:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    args += ["--ro-bind-try", CPU_INFO, CPU_INFO]
+    for folder in reversed(Path(CPU_INFO).parents[:-1]):  # /sys, /sys/devices, ...: open,
+        args += ["--perms", "0755", "--dir", str(folder)]  # so a missing /sys/bus is ENOENT
+    args += ["--ro-bind-try", CPU_INFO, CPU_INFO]  # (gloo lists PCI devices: EACCES is fatal)
     # The scratch folder is made anew for each kernel: its parent is the one that lasts.
     writable = _places([scratch.parent])
     shown_needed = [p for p in needed(settings, scratch) if p != scratch]

@@ -947,3 +947,35 @@ def test_an_ordinary_user_gets_the_view_no_network_and_no_capabilities_left(tmp_
     assert seen["pid"] == 1 and seen["processes"] <= 3, seen
     assert set(seen["caps"][:3]) == {"0000000000000000"}, seen["caps"]  # inh, prm, eff
     assert seen["unshare"] != 0, "the kernel could still make namespaces"
+
+
+@needs_isolation
+@pytest.mark.slow
+def test_a_kernel_can_run_two_distributed_ranks(toy_course, tmp_path):
+    """Chapter 09's ranks run inside a graded kernel: two spawned processes that import
+    torch meet on the kernel's own loopback (gloo), within its process and memory limits,
+    and rank 0's result comes back to the cell; none of them is left afterwards."""
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    out, subs = tmp_path / "out", tmp_path / "subs"
+    ranks = """
+        from course.torch import _distributed_workers as workers
+        from course.torch.launch import launch
+        try:
+            print("ranks said", launch(workers.echo, 2, "hi", timeout_s=60, max_seconds=120))
+        except Exception as err:
+            print("ranks failed", type(err).__name__, str(err)[:2000])
+    """
+    notebook = _answer(release_nb, tmp_path / "ranks.ipynb", ADD)
+    nb = nbformat.read(notebook, as_version=4)  # a cell of the student's own, not an answer
+    nb.cells.append(nbformat.v4.new_code_cell(textwrap.dedent(ranks)))
+    nbformat.write(nb, notebook)
+    _submit(subs, "dana", notebook)
+    grade(subs, out, cell_timeout=180, timeout=300, solutions=solutions, **QUIET)
+    rows = _rows(out)
+    assert (rows["dana"]["score"], rows["dana"]["status"]) == ("3.0", "ok"), rows
+    graded = nbformat.read(out / "autograded" / "dana" / TOY / f"{TOY}.ipynb", as_version=4)
+    printed = "".join(
+        o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs
+    )
+    assert "ranks said ('hi', 2, 1.0)" in printed, printed
