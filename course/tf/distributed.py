@@ -23,9 +23,8 @@ replica's loss must be its examples' losses divided by the *global* batch size
 (`tf.nn.compute_average_loss(per_example_loss, global_batch_size=...)`). A per-replica
 `tf.reduce_mean` instead gives n_replicas times the gradient with equal shares, and wrong
 weights with unequal ones (`per_replica_mean_loss`, shown by `replica_gradients`).
-Note that `course.tf.model.GPT.train_step` takes `lm_loss` per replica: under a strategy
-with more than one replica its steps are n_replicas times too large. `DistributedGPT`
-fixes that for `fit`.
+`course.tf.model.GPT.train_step` does it right under any strategy (its `_replica_step`
+divides by the count of all replicas' counted tokens), so `fit` works as it is.
 
 TensorFlow fixes its devices when it first uses them, so `logical_cpus` must run before any
 TensorFlow operation in the process (tests and notebooks run it in a fresh process).
@@ -235,36 +234,6 @@ def replica_gradients(
 # --------------------------------------------------------------------------------------
 
 
-class DistributedGPT(GPT):
-    """The Keras GPT with a `train_step` that is right under any strategy: each replica's
-    loss is its share of `lm_loss` over the global batch (the sum of its counted tokens'
-    losses over the count of all replicas' counted tokens, all-reduced), as the optimizer
-    sums the replicas' gradients. Targets of -1 are ignored, as `lm_loss` ignores them.
-
-    Same weights and names as `GPT`; takes (x, y) of shape (B, T) only (no micro-batches).
-    """
-
-    def train_step(self, data):
-        x, y = data
-        if len(x.shape) != 2:
-            raise ValueError(f"DistributedGPT.train_step takes x (B, T), got {tuple(x.shape)}")
-        y = tf.cast(y, tf.int32)
-        counted = tf.not_equal(y, -1)  # (B, T)
-        context = tf.distribute.get_replica_context()
-        count = tf.reduce_sum(tf.cast(counted, tf.float32))  # this replica's counted tokens
-        global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-        with tf.GradientTape() as tape:
-            logits = self(x, training=True)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.where(counted, y, tf.zeros_like(y)), logits=logits
-            )  # (B, T)
-            kept = tf.reduce_sum(losses * tf.cast(counted, losses.dtype))
-            loss = tf.math.divide_no_nan(kept, global_count)
-        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.trainable_variables)]
-        self.optimizer.apply(grads, self.trainable_variables)  # all-reduce SUM, then update
-        return {"loss": context.all_reduce(tf.distribute.ReduceOp.SUM, loss)}
-
-
 def build_gpt(
     config: GPTConfig,
     strategy=None,
@@ -272,15 +241,15 @@ def build_gpt(
     learning_rate: float = 0.1,
     seed: int = 0,
     weights: Sequence[np.ndarray] | None = None,
-) -> DistributedGPT:
-    """A `DistributedGPT` built and compiled (plain SGD) inside `strategy.scope()`, its
+) -> GPT:
+    """A `GPT` built and compiled (plain SGD) inside `strategy.scope()`, its
     weights drawn from `seed` (`keras.utils.set_random_seed`, which also seeds NumPy and
     Python) or copied from `weights` (as `get_weights()` lists them). `strategy` None =
     the default strategy: one device."""
     strategy = strategy or tf.distribute.get_strategy()
     with strategy.scope():
         keras.utils.set_random_seed(seed)
-        model = DistributedGPT(config)
+        model = GPT(config)
         if weights is not None:
             model.set_weights(list(weights))
         model.compile(
@@ -298,7 +267,7 @@ def fit_on_strategy(
     learning_rate: float = 0.1,
     seed: int = 0,
     weights: Sequence[np.ndarray] | None = None,
-) -> tuple[DistributedGPT, list[float]]:
+) -> tuple[GPT, list[float]]:
     """Build and compile the GPT inside `strategy.scope()` (`build_gpt`) and `fit` it for
     `steps` steps on `dataset`, whose elements are global batches (x, y), each (B, T):
     `fit` splits every batch over the replicas. Returns the model and the loss per step."""

@@ -357,6 +357,8 @@ class GPT(keras.Model):
         over `accum` micro-batches: the mean of their losses, as the PyTorch trainer takes
         it (one batch of accum x B gives the same unless some targets are ignored)."""
         x, y = data
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            return self._replica_step(x, y)
         if len(x.shape) == 2:
             x, y = x[None], y[None]
         n = x.shape[0]
@@ -375,6 +377,32 @@ class GPT(keras.Model):
         gradients = [g / n for g in gradients] if n > 1 else gradients
         self.optimizer.apply(gradients, self.trainable_variables)  # clips, decays, steps
         return {"loss": total / n}
+
+    def _replica_step(self, x, y):
+        """One replica's share of a step under a strategy with several replicas (`fit`
+        inside `MirroredStrategy.scope()`, chapter 09). The optimizer *sums* the replicas'
+        gradients, so each replica's loss is the sum of its counted tokens' losses over the
+        count of all replicas' counted tokens: together, `lm_loss` of the global batch,
+        whatever the split and wherever targets are -1. x, y are (B, T)."""
+        if len(x.shape) != 2:
+            raise ValueError(
+                f"under a strategy with several replicas, train_step takes x (B, T), not "
+                f"micro-batches: got {tuple(x.shape)}"
+            )
+        y = tf.cast(y, tf.int32)
+        counted = tf.not_equal(y, -1)  # (B, T)
+        context = tf.distribute.get_replica_context()
+        count = tf.reduce_sum(tf.cast(counted, tf.float32))  # this replica's counted tokens
+        global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        with tf.GradientTape() as tape:
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.where(counted, y, tf.zeros_like(y)), logits=self(x, training=True)
+            )  # (B, T)
+            kept = tf.reduce_sum(losses * tf.cast(counted, losses.dtype))
+            loss = tf.math.divide_no_nan(kept, global_count)
+        grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, self.trainable_variables)]
+        self.optimizer.apply(grads, self.trainable_variables)  # all-reduce SUM, then update
+        return {"loss": context.all_reduce(tf.distribute.ReduceOp.SUM, loss)}
 
     def test_step(self, data):
         x, y = data
