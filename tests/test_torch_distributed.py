@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import textwrap
 import time
 
 import psutil
@@ -348,3 +349,43 @@ def test_free_port_is_a_bindable_port():
     assert 1024 <= port < 65536
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def _cell(source: str, number: int) -> dict:
+    """Run `source` as IPython runs a notebook cell: in __main__, its lines in linecache."""
+    import linecache
+
+    filename = f"<ipython-input-{number}-cell>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, filename, "exec"), namespace)
+    return namespace
+
+
+def test_a_notebook_cells_function_runs_on_the_ranks_as_source():
+    cell = _cell(
+        textwrap.dedent("""
+            def scaled(t, k):
+                return t * k
+
+            def cell_worker(rank, world_size, k):
+                t = torch.tensor([float(rank + 1)])
+                torch.distributed.all_reduce(t)  # 1 + 2
+                return scaled(t, k).item(), world_size
+        """),
+        7,
+    )
+    with pytest.raises(TypeError, match=r"notebook_worker\(cell_worker"):
+        L.launch(cell["cell_worker"], 2, 10)  # refused, with the way out
+    worker = L.notebook_worker(cell["cell_worker"], cell["scaled"], imports="import torch")
+    assert L.launch(worker, 2, 10, max_seconds=60) == (30.0, 2)
+
+
+def test_a_notebook_worker_missing_a_helper_fails_naming_it():
+    cell = _cell("def lonely(rank, world_size):\n    return helper_from_another_cell(rank)\n", 8)
+    with pytest.raises(L.LaunchError, match="NameError.*helper_from_another_cell"):
+        L.launch(L.notebook_worker(cell["lonely"]), 2, max_seconds=60)
+    with pytest.raises(SyntaxError):
+        L.SourceWorker(["def broken(:\n    pass\n"], "broken")
+    with pytest.raises(NameError, match="no function 'absent'"):
+        L.SourceWorker(["x = 1\n"], "absent")(0, 1)

@@ -61,6 +61,52 @@ def rank_device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
+class SourceWorker:
+    """A worker sent to the ranks as source code: what a notebook cell's function becomes
+    with `notebook_worker`. Each rank runs the sources (imports first, then the helpers and
+    the function, in the order given) in a fresh namespace and calls `name` there."""
+
+    def __init__(self, sources: list[str], name: str):
+        if not name.isidentifier():
+            raise ValueError(f"name must be a function's name, got {name!r}")
+        self.sources, self.name = list(sources), name
+        for source in self.sources:  # a syntax error shows here, not in every rank
+            compile(source, f"<worker {name}>", "exec")
+
+    def __call__(self, rank: int, world_size: int, *args: Any) -> Any:
+        namespace: dict[str, Any] = {"__name__": f"__worker_{self.name}__"}
+        for source in self.sources:
+            exec(compile(source, f"<worker {self.name}>", "exec"), namespace)
+        if not callable(namespace.get(self.name)):
+            raise NameError(f"the worker's sources define no function {self.name!r}")
+        return namespace[self.name](rank, world_size, *args)
+
+    def __repr__(self) -> str:
+        return f"SourceWorker({self.name!r}, {len(self.sources)} source(s))"
+
+
+def notebook_worker(function, *helpers, imports: str = "") -> SourceWorker:
+    """`function` (rank, world_size, *args), defined in a notebook cell, made launchable: its
+    source, the sources of the `helpers` it calls (functions or classes of the notebook) and
+    the `imports` it needs ("import torch\nfrom course.torch import GPT") go to each rank.
+
+        worker = notebook_worker(my_step, my_all_reduce, imports="import torch")
+        launch(worker, 2, config, x, y)
+
+    What else the function reads from the notebook must come as an argument: a rank is a
+    fresh Python that has run none of the notebook's cells."""
+    import inspect
+    import textwrap
+
+    sources = [imports] if imports else []
+    for obj in (*helpers, function):
+        try:
+            sources.append(textwrap.dedent(inspect.getsource(obj)))
+        except (OSError, TypeError) as err:
+            raise TypeError(f"the source of {obj!r} cannot be read ({err})") from None
+    return SourceWorker(sources, function.__name__)
+
+
 def _check_worker(worker) -> None:
     """Refuse a worker that spawned processes could not import by its name."""
     if not callable(worker):
@@ -82,8 +128,9 @@ def _check_worker(worker) -> None:
         raise TypeError(
             f"worker {name} is defined {where}: spawned processes start a fresh Python and "
             "import the worker by name, so it must be a module-level function of an "
-            "importable .py file. Move it to a file next to the notebook (e.g. workers.py) "
-            f"and pass it as `from workers import {name.split('.')[-1]}`."
+            "importable .py file (e.g. workers.py beside the notebook: `from workers import "
+            f"{name.split('.')[-1]}`), or sent as source: `launch(notebook_worker("
+            f"{name.split('.')[-1]}, imports=...), ...)`."
         )
 
 
