@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from run_record import RunRecord  # beside this script
 
 PRESET = "shakespeare-char-cpu"
 QUICK_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 32}
@@ -389,7 +389,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(row))
         return
 
-    started, load_before = time.perf_counter(), os.getloadavg()
+    run = RunRecord()
     rows = []
     if args.framework in ("torch", "both"):
         rows += torch_rows(config, args)
@@ -401,18 +401,12 @@ def main() -> None:
         argv = [a for a in argv if not a.startswith("--json=")]
         rows += [tf_row_in_subprocess(kind, argv) for kind in TF_ROWS]
     checks = report(rows, config, args)
-    load_after = os.getloadavg()
-    command = shlex.join(["python", *sys.argv])
-    seconds = time.perf_counter() - started
-    print(f"\nload average    before {' '.join(f'{x:.2f}' for x in load_before)}, after "
-          f"{' '.join(f'{x:.2f}' for x in load_after)} (1, 5, 15 min; 2 cores)")  # fmt: skip
-    print(f"command         {command}\nwall time       {seconds:.0f} s")
+    finished = run.finish()
     if args.json:
         record = {"rows": rows, "checks": checks, "model": config.to_dict(), "batch": args.batch,
                   "steps": args.steps, "warmup": args.warmup, "mw_steps": args.mw_steps,
                   "mw_repeats": args.mw_repeats,
-                  "command": command, "seconds": seconds,
-                  "load_average": {"before": load_before, "after": load_after}}  # fmt: skip
+                  **finished}  # fmt: skip
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
 
 

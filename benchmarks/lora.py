@@ -29,15 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import sys
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+from run_record import RunRecord  # beside this script
 
 PRESET = "shakespeare-char-cpu"
 # Peak learning rates chosen by a sweep at 300 steps (full fine-tuning 3e-4, 1e-3, 2e-3; LoRA
@@ -212,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     args.iters = args.iters or (20 if args.quick else 300)
     args.eval_iters = args.eval_iters or (4 if args.quick else 100)
-    started, load_before = time.perf_counter(), os.getloadavg()
+    run = RunRecord()
 
     from safetensors.numpy import save_file
 
@@ -251,17 +248,11 @@ def main() -> None:
             )
     for name in frameworks:
         report(name, all_rows[name], all_checks[name], data["weights_bytes"])
-    load_after = os.getloadavg()
-    command = shlex.join(["python", *sys.argv])
-    seconds = time.perf_counter() - started
-    print(f"\nload average    before {' '.join(f'{x:.2f}' for x in load_before)}, after "
-          f"{' '.join(f'{x:.2f}' for x in load_after)} (1, 5, 15 min; 2 cores)")  # fmt: skip
-    print(f"command         {command}\nwall time       {seconds:.0f} s")
+    finished = run.finish()
     if args.json:
         record = {"rows": all_rows, "checks": all_checks, "iters": args.iters,
-                  "eval_iters": args.eval_iters, "base": args.base, "command": command,
-                  "full_lr": FULL_LR, "lora_lr": LORA_LR, "seconds": seconds,
-                  "load_average": {"before": load_before, "after": load_after}}  # fmt: skip
+                  "eval_iters": args.eval_iters, "base": args.base,
+                  "full_lr": FULL_LR, "lora_lr": LORA_LR, **finished}  # fmt: skip
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
 
 
