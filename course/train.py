@@ -14,6 +14,13 @@ Any other `--key value` pair changes one setting of the preset: a GPTConfig fiel
 file ckpt.pt; `--framework tf` runs the Keras trainer of chapter 06, `course.tf.train.train`
 (same arguments), and writes the checkpoint folder ckpt/. Both write metrics.jsonl and
 metrics.json to --out, and `python -m course.sample --out DIR` samples from either.
+
+`--nproc N` (PyTorch only) trains data-parallel on N processes: the command runs itself
+again under torchrun (`python -m torch.distributed.run --standalone --nproc-per-node N`,
+OMP_NUM_THREADS=1 unless set), each rank trains on a slice of every batch with DDP, and the
+exit status is torchrun's (non-zero if any rank fails: torchrun then stops the others).
+
+    python -m course.train --preset nano --max_iters 100 --nproc 2 --out out/nano-ddp
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -85,7 +94,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tune the run in DIR (with --lora-r R: LoRA adapters only)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train data-parallel on N processes (PyTorch, DDP under torchrun)",
+    )
     return parser
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """argv less its --nproc N (or --nproc=N, or an abbreviation argparse accepted)."""
+    out, skip = [], False
+    for item in argv:
+        key, has_value, _ = item.partition("=")
+        if skip:
+            skip = False
+        elif len(key) > 3 and "--nproc".startswith(key):
+            skip = not has_value
+        else:
+            out.append(item)
+    return out
+
+
+def run_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run `python -m course.train *argv` on `nproc` ranks under torchrun; its exit code."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc-per-node", str(nproc), "-m", "course.train", *argv,
+    ]  # fmt: skip
+    env = {**os.environ}
+    env.setdefault("OMP_NUM_THREADS", "1")  # N ranks share the cores
+    return subprocess.run(command, env=env).returncode
 
 
 def _trainer(framework: str) -> tuple[ModuleType | None, str]:
@@ -103,6 +144,7 @@ def _trainer(framework: str) -> tuple[ModuleType | None, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, extra = parser.parse_known_args(argv)
     try:
         preset = get_preset(args.preset, parse_overrides(extra))
@@ -110,6 +152,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(err.args[0])
     except (ValueError, TypeError) as err:
         parser.error(str(err))
+    if args.nproc is not None:
+        if args.framework != "torch":
+            parser.error(
+                f"--nproc trains PyTorch only: data-parallel training with --framework "
+                f"{args.framework} (a --strategy option) is not available yet"
+            )
+        if args.nproc < 1:
+            parser.error(f"--nproc must be a number of processes >= 1, got {args.nproc}")
+        if "WORLD_SIZE" in os.environ:
+            parser.error("--nproc given to a process that torchrun started already")
+        if importlib.util.find_spec("torch") is None:
+            parser.error("--nproc needs torch: pip install 'twin-gpt[torch]'")
+        return run_torchrun(args.nproc, _without_nproc(argv))
     trainer, problem = _trainer(args.framework)
     if trainer is None:
         parser.error(f"--framework {args.framework} cannot train here: {problem}")
@@ -124,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, TypeError, NotImplementedError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 1
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # one report per run: rank 0's
     metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_config")}
     out = Path(args.out)
     checkpoint = f"{out / trainer.CHECKPOINT}{'/' if (out / trainer.CHECKPOINT).is_dir() else ''}"

@@ -20,16 +20,26 @@ one therefore continues the very same run: the same batches, the same losses, bi
 (same machine, same thread count). Files are written atomically (a temporary file, then a
 rename), so a run killed while saving leaves the previous checkpoint intact, and they are
 read with `torch.load(weights_only=True)`, which never runs code stored in a file.
+
+Started by torchrun (WORLD_SIZE > 1 in the environment), `train` is one rank of a
+data-parallel run: every rank draws the same global batch from the shared generator and
+trains on its slice (`course.torch.distributed.shard_batch`), the model wrapped in DDP, so
+N ranks follow the one-process run of the same preset up to float rounding. Only rank 0
+writes files and shows progress; every rank evaluates (identically) and sees the events.
+
+    python -m course.train --preset nano --nproc 2 --out out/nano-ddp
 """
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import time
 import warnings
 import zipfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,9 +220,13 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)  # every logged event
 
 
-def train_step(forward, optimizer, next_batch, lr: float, train_cfg: TrainConfig) -> torch.Tensor:
+def train_step(
+    forward, optimizer, next_batch, lr: float, train_cfg: TrainConfig, *, no_sync=None
+) -> torch.Tensor:
     """One optimizer step over `grad_accum` micro-batches from next_batch() -> (x, y).
 
+    no_sync: a DDP model's `no_sync` (or None): every micro-batch but the last runs inside
+    it, so gradients are summed locally and averaged over the ranks once per step.
     Returns the step's mean loss as a 0-d tensor: reading it (.item()) is left to the
     caller, who does so only when it logs.
     """
@@ -220,10 +234,12 @@ def train_step(forward, optimizer, next_batch, lr: float, train_cfg: TrainConfig
         group["lr"] = lr
     optimizer.zero_grad(set_to_none=True)  # no zero-filling, and backward writes, not adds
     loss_sum = 0.0
-    for _ in range(train_cfg.grad_accum):
+    for i in range(train_cfg.grad_accum):
         x, y = next_batch()  # (B, T) each
-        loss = forward(x, y)[1]
-        (loss / train_cfg.grad_accum).backward()  # gradients add up over micro-batches
+        last = i == train_cfg.grad_accum - 1
+        with nullcontext() if no_sync is None or last else no_sync():
+            loss = forward(x, y)[1]
+            (loss / train_cfg.grad_accum).backward()  # gradients add up over micro-batches
         loss_sum = loss_sum + loss.detach()
     if train_cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(
@@ -231,6 +247,11 @@ def train_step(forward, optimizer, next_batch, lr: float, train_cfg: TrainConfig
         )
     optimizer.step()
     return loss_sum / train_cfg.grad_accum
+
+
+def _ranks() -> tuple[int, int]:
+    """(rank, world_size) of this process as torchrun's environment says: (0, 1) alone."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def train(
@@ -259,8 +280,63 @@ def train(
     (`course.torch.lora.apply_lora`, every other weight frozen) and each checkpoint also
     writes the adapter alone to out_dir/adapter.safetensors.
     The last step's (clipped) gradients stay on the parameters' .grad.
+
+    Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel run: the process
+    group is joined here if it is not yet (gloo on the CPU, nccl on GPUs) and left at the
+    end; preset.train.batch_size is the global batch and must divide by the world size.
+    Only rank 0 writes to out_dir and shows progress; `callback` runs on every rank.
     """
+    rank, world_size = _ranks()
+    kwargs = dict(data=data, tokenizer=tokenizer, resume=resume, callback=callback,
+                  model=model, init_from=init_from)  # fmt: skip
+    if world_size == 1:
+        return _train(preset, out_dir, progress=progress, **kwargs)
+    import torch.distributed as dist
+
+    batch_size = preset.train.batch_size
+    if batch_size % world_size:
+        raise ValueError(
+            f"batch_size {batch_size} must divide by the world size {world_size} (each rank "
+            f"trains on an equal slice of the batch): use a multiple of {world_size}"
+        )
+    own_group = not dist.is_initialized()
+    if own_group:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    try:
+        progress = progress and rank == 0
+        return _train(
+            preset, out_dir, progress=progress, rank=rank, world_size=world_size, **kwargs
+        )
+    finally:
+        if own_group:
+            gc.collect()  # DDP's reducer goes while the group is still there
+            dist.destroy_process_group()
+
+
+def _train(
+    preset: Preset,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    data: tuple[np.ndarray, np.ndarray] | None,
+    tokenizer,
+    resume: bool,
+    progress: bool,
+    callback: Callable[[dict], None] | None,
+    model: GPT | None,
+    init_from: str | os.PathLike[str] | None,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TrainResult:
+    """`train` on one process, or as rank `rank` of `world_size` in a joined process group."""
     from tqdm.auto import tqdm
+
+    distributed = world_size > 1
+    if distributed:
+        import torch.distributed as dist
+
+        from course.torch.distributed import shard_batch, wrap_ddp
 
     mcfg, tcfg = preset.model, preset.train
     out = Path(out_dir) if out_dir is not None else None
@@ -285,6 +361,8 @@ def train(
 
     threads = set_threads(tcfg.threads)
     if data is None:
+        if distributed and rank != 0:
+            dist.barrier()  # rank 0 encodes the corpus and caches it; the others read it
         *data, tokenizer = corpus_tokens(
             tokenizer=tokenizer,
             kind=tcfg.tokenizer,
@@ -292,6 +370,8 @@ def train(
             val_fraction=tcfg.val_fraction,
             progress=progress,
         )
+        if distributed and rank == 0:
+            dist.barrier()
     splits = {
         name: check_tokens(name, tokens, mcfg.vocab_size, mcfg.block_size)
         for name, tokens in zip(("train", "val"), data[:2], strict=True)
@@ -319,25 +399,36 @@ def train(
         step, best_val = state["step"], state["best_val_loss"]
         torch.set_rng_state(state["torch_rng"])
         rng.bit_generator.state = state["numpy_rng"]
-    forward = torch.compile(model) if tcfg.compile else model
+    ddp = wrap_ddp(model) if distributed else None  # rank 0's weights go to every rank
+    forward = torch.compile(ddp or model) if tcfg.compile else (ddp or model)
     model.train()
-    if out is not None:
+    writes = out is not None and rank == 0  # out_dir belongs to rank 0
+    if writes:
         out.mkdir(parents=True, exist_ok=True)
-    log = EventLog(out, step if state is not None else None, callback)
+    log = EventLog(out if writes else None, step if state is not None else None, callback)
 
     def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = get_batch(splits["train"], tcfg.batch_size, mcfg.block_size, rng)
-        return _to_tensors(x, y, device)
+        x, y = get_batch(splits["train"], tcfg.batch_size, mcfg.block_size, rng)  # (B, T)
+        x, y = _to_tensors(x, y, device)
+        return shard_batch(x, y, rank, world_size) if distributed else (x, y)  # (B/N, T)
+
+    def mean_over_ranks(loss: torch.Tensor) -> torch.Tensor:
+        if not distributed:
+            return loss
+        loss = loss.clone()
+        dist.all_reduce(loss, op=dist.ReduceOp.SUM)  # gloo has no AVG
+        return loss / world_size
 
     losses = {"train": math.nan, "val": math.nan}
 
     def evaluate() -> None:  # estimate both losses, log them, write a checkpoint
         nonlocal losses, best_val
         args = (tcfg.batch_size, mcfg.block_size, tcfg.eval_iters, eval_seed(tcfg.seed, step))
-        losses = estimate_loss(forward, splits, *args)
+        # Every rank evaluates the same batches on the same weights: the same numbers.
+        losses = estimate_loss(model if distributed else forward, splits, *args)
         best_val = min(best_val, losses["val"])
         log.record({"event": "eval", "iter": step} | {f"{k}_loss": v for k, v in losses.items()})
-        if out is not None:
+        if writes:
             save_checkpoint(
                 out / CHECKPOINT,
                 model=model.state_dict(),
@@ -355,6 +446,8 @@ def train(
             )
             if lora is not None:
                 save_adapter(model, out / ADAPTER_FILE)
+        if distributed:
+            dist.barrier()  # the others wait while rank 0 writes
 
     tokens_per_step = tcfg.batch_size * tcfg.grad_accum * mcfg.block_size
     start_step, started = step, time.perf_counter()
@@ -367,14 +460,15 @@ def train(
         while step < tcfg.max_iters:
             tick = time.perf_counter()
             lr = lr_at(step, tcfg)
-            loss = train_step(forward, optimizer, next_batch, lr, tcfg)
+            no_sync = ddp.no_sync if ddp is not None else None
+            loss = train_step(forward, optimizer, next_batch, lr, tcfg, no_sync=no_sync)
             step += 1
             step_times.append(time.perf_counter() - tick)
             bar.update(1)
             if step % tcfg.log_interval == 0:
                 ms = 1000 * float(np.mean(step_times[logged_at:]))
                 logged_at = len(step_times)
-                loss_value = loss.item()
+                loss_value = mean_over_ranks(loss).item()
                 tokens_per_sec = tokens_per_step / (ms / 1000)
                 log.record(
                     {"event": "train", "iter": step, "loss": loss_value, "lr": lr,
@@ -411,11 +505,12 @@ def train(
         "lora": lora,
         "init_from": str(init_from) if init_from is not None else None,
         "threads": threads,
+        "world_size": world_size,
         "device": str(device),
         "torch_version": torch.__version__,
         "model_config": mcfg.to_dict(),
         "train_config": tcfg.to_dict(),
     }
-    if out is not None:
+    if writes:
         write_json(out / METRICS, metrics)
     return TrainResult(model=model, optimizer=optimizer, metrics=metrics, history=log.history)
