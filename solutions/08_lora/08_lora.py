@@ -261,6 +261,12 @@ dropped.train()
 assert not torch.allclose(dropped(x), want, atol=1e-5), "dropout in training mode"
 dropped.merged = True
 assert torch.equal(dropped(x), dropped.base(x)), "a merged layer is its base layer"
+no_bias = LoRALinear(nn.Linear(5, 9, bias=False), r=3, alpha=3)  # GPT's default: no biases
+with torch.no_grad():
+    no_bias.lora_B.normal_()
+x = torch.randn(2, 5)
+want = x @ no_bias.base.weight.T + x @ no_bias.lora_A.T @ no_bias.lora_B.T
+assert torch.allclose(no_bias(x), want, atol=1e-5), "a Linear without bias"
 double = LoRALinear(nn.Linear(8, 3).double(), r=2)
 assert double.lora_A.dtype == torch.float64 and double.lora_B.dtype == torch.float64
 ### END HIDDEN TESTS
@@ -482,7 +488,7 @@ lora_model.eval()
 with torch_lora.disable_lora(lora_model):
     off = val_losses(lora_model, torch_train.estimate_loss)
 base_state = base.state_dict()
-same_weights = all(torch.equal(value, base_state[name.replace(".base.", ".")])
+same_weights = all(torch.equal(value.cpu(), base_state[name.replace(".base.", ".")])
                    for name, value in lora_model.state_dict().items() if "lora_" not in name)
 print(f"adapters off: Shakespeare val loss {off['old']!r} (base {base_loss['old']!r}); "
       f"base weights unchanged: {same_weights}")
@@ -515,8 +521,8 @@ class KerasLoRALinear(keras.layers.Layer):
         ### BEGIN SOLUTION
         self.base = base
         self.r, self.alpha, self.scale = r, alpha, alpha / r
-        base.kernel.trainable = False
-        base.bias.trainable = False
+        for variable in base.weights:  # the kernel, and the bias if it has one
+            variable.trainable = False
         n_in, n_out = base.kernel.shape
         bound = 1 / math.sqrt(n_in)
         self.lora_A = self.add_weight(
@@ -576,6 +582,11 @@ twin.lora_kernel_b.assign(wide.lora_B)
 assert np.allclose(wide(x), twin(x), atol=1e-4), "differs from Dense.enable_lora"
 wide.merged = True
 assert np.array_equal(wide(x), wide_dense(x)), "a merged layer is its base layer"
+plain = keras.layers.Dense(9, use_bias=False)  # the course GPT's Dense layers have no bias
+plain.build((None, 5))
+no_bias = KerasLoRALinear(plain, r=3, alpha=3)
+names = sorted(v.path.split("/")[-1] for v in no_bias.trainable_weights)
+assert names == ["lora_A", "lora_B"], f"a Dense without bias: {names} train"
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -646,7 +657,8 @@ assert keras_off == keras_base_loss
 
 moved = keras_lora.load_adapter(keras_base(), runs / "torch-lora" / "adapter.safetensors")
 window = upper_tokens[1][: config.block_size].astype(np.int64)[None]
-torch_logits = lora_model(torch.from_numpy(window))[0].detach().numpy()
+window_on_device = torch.from_numpy(window).to(lora_model.lm_head.weight.device)
+torch_logits = lora_model(window_on_device)[0].detach().cpu().numpy()
 keras_logits = np.asarray(moved(window, training=False))
 print(f"PyTorch's adapter in Keras: logits within {np.abs(torch_logits - keras_logits).max():.1e}")
 assert np.abs(torch_logits - keras_logits).max() < 1e-4

@@ -16,6 +16,10 @@ _SCALE = "self.r, self.alpha, self.scale = r, alpha, alpha / r"
 _FREEZE_BASE = "        for p in base.parameters():\n            p.requires_grad_(False)\n"
 _MERGED = "        if self.merged:\n            return y\n"
 _FREEZE_ALL = "    for p in model.parameters():\n        p.requires_grad_(False)\n"
+_FREEZE_DENSE = (
+    "        for variable in base.weights:  # the kernel, and the bias if it has one\n"
+    "            variable.trainable = False\n"
+)
 _WRAP = "setattr(parent, name, LoRALinear(child, r, alpha, dropout))\n"
 
 WRONG_ANSWERS = [
@@ -66,9 +70,13 @@ WRONG_ANSWERS = [
               "(layer.lora_B @ layer.lora_A) * layer.alpha")),
     # --- exercise 4: the Keras layer ---
     _mistake("keras_lora_linear", "the bias left trainable (as Dense.enable_lora does)",
-             ("        base.bias.trainable = False\n", "")),
+             (_FREEZE_DENSE, "        base.kernel.trainable = False\n")),
     _mistake("keras_lora_linear", "the kernel left trainable",
-             ("        base.kernel.trainable = False\n", "")),
+             (_FREEZE_DENSE, "        if base.bias is not None:\n"
+                             "            base.bias.trainable = False\n")),
+    _mistake("keras_lora_linear", "the bias frozen as if every Dense had one",
+             (_FREEZE_DENSE, "        base.kernel.trainable = False\n"
+                             "        base.bias.trainable = False\n")),
     _mistake("keras_lora_linear", "scale = alpha", (_SCALE, _SCALE.replace("alpha / r", "alpha"))),
     _mistake("keras_lora_linear", "A zero and B random",
              ("initializer=keras.initializers.RandomUniform(-bound, bound),",
