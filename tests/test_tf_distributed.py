@@ -329,3 +329,29 @@ def test_run_multiworker_refuses_bad_arguments_before_starting(tmp_path, changes
     with pytest.raises(ValueError, match=match):
         distributed.run_multiworker(CONFIG, _tokens(), tmp_path, **changes)
     assert not any(tmp_path.glob("worker-*.log")), "a worker was started"
+
+
+def test_a_thread_limit_too_low_for_the_workers_is_refused_before_starting(tmp_path):
+    """A grading sandbox allows 64 processes and threads; a TF worker alone starts ~125
+    (gRPC's pools) and aborts in C++ when it cannot. run_multiworker says so first."""
+    code = textwrap.dedent(f"""
+        import resource
+        hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        resource.setrlimit(resource.RLIMIT_NPROC, (100, hard))
+        from course.tf import distributed
+        import numpy as np
+        problem = distributed.thread_limit_problem(2)
+        print("PROBLEM", problem)
+        try:
+            distributed.run_multiworker(distributed.GPTConfig(n_layer=1, n_head=1, n_embd=8,
+                block_size=4, vocab_size=5), np.zeros(64, dtype=np.int64), {str(tmp_path)!r})
+        except RuntimeError as err:
+            print("REFUSED", err)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "PROBLEM this process may run at most 100 processes and threads" in result.stdout
+    assert "REFUSED this process may run at most 100" in result.stdout
+    assert not any(tmp_path.glob("worker-*.log")), "a worker was started"
+    assert distributed.thread_limit_problem(2) is None  # this machine's own limit suffices

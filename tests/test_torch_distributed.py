@@ -251,6 +251,30 @@ def test_a_failing_rank_is_named_in_bounded_time_and_nothing_is_left(how):
     assert _children() <= before, "a rank's process outlived launch"
 
 
+def test_the_ranks_stderr_stays_out_of_the_caller_and_comes_back_with_a_failure(tmp_path):
+    """A rank's warnings (gloo's, in a sandbox without host names) would land in a notebook
+    cell, and nbgrader scores a test cell with any stderr 0: the ranks write theirs to a
+    file, and a rank that dies without a traceback has its last lines in the LaunchError."""
+    result = run_script(
+        """
+        from course.torch import _distributed_workers as workers, launch as L
+        if __name__ == "__main__":
+            print("RESULT", L.launch(workers.noisy, 2, "NOISE-7", False, max_seconds=60))
+            try:
+                L.launch(workers.noisy, 2, "NOISE-8", True, max_seconds=60)
+            except L.LaunchError as err:
+                print("ERROR", str(err).replace("\\n", " | "))
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RESULT done" in result.stdout
+    assert "NOISE" not in result.stderr, result.stderr[-3000:]
+    error = next(line for line in result.stdout.splitlines() if line.startswith("ERROR"))
+    assert error.startswith("ERROR rank 1 of 2 died with exit code 5"), error
+    assert "NOISE-8 from Python, rank 1" in error and "NOISE-8 from C, rank 1" in error, error
+
+
 def test_a_rank_that_never_arrives_is_stopped_after_max_seconds():
     before = _children()
     start = time.monotonic()
@@ -320,7 +344,6 @@ def test_a_script_may_launch_its_own_function(tmp_path):
 
 def test_torchrun_runs_the_same_worker_through_run_from_env(tmp_path, monkeypatch):
     import subprocess
-    import sys
 
     script = tmp_path / "train.py"
     script.write_text(
@@ -328,9 +351,8 @@ def test_torchrun_runs_the_same_worker_through_run_from_env(tmp_path, monkeypatc
         "print('result', launch.run_from_env(workers.echo, 'hi'))\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     result = subprocess.run(
-        [*command, "--nproc-per-node", "2", str(script)],
+        L.torchrun_command(2, str(script)),
         cwd=REPO,
         env=env,
         capture_output=True,

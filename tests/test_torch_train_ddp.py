@@ -14,6 +14,7 @@ import time
 import pytest
 from conftest import REPO, SHARED_DATA_DIR, needs_shared_corpus
 
+from course.torch.launch import torchrun_command
 from course.torch.train import load_checkpoint, load_model
 from course.train import _without_nproc
 
@@ -109,9 +110,7 @@ def test_each_rank_trains_on_its_own_slice_of_the_same_batch(tmp_path):
 
     script, out = tmp_path / "record.py", tmp_path / "run"
     script.write_text(textwrap.dedent(SLICE_RECORDING))
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", str(script), *NANO, "--max_iters", "2", "--out",
-               str(out)]  # fmt: skip
+    command = torchrun_command(2, str(script), *NANO, "--max_iters", "2", "--out", str(out))
     env = {**environment(), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=120)  # fmt: skip
@@ -143,11 +142,11 @@ def test_the_ranks_command_line_drops_nproc_only():
     assert _without_nproc(others) == others
 
 
-def test_nproc_is_for_pytorch_only(tmp_path):
+def test_nproc_alone_is_for_pytorch_keras_needs_a_strategy(tmp_path):
     result = run_cli("--framework", "tf", "--preset", "nano", "--nproc", "2", "--out",
                      str(tmp_path / "run"), timeout=60)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "--strategy" in result.stderr and "not available yet" in result.stderr
+    assert "needs --strategy" in result.stderr and not (tmp_path / "run").exists()
 
 
 DYING_RANK = """
@@ -173,8 +172,7 @@ def test_a_dead_rank_stops_the_run_and_the_checkpoint_resumes(tmp_path):
     script, out = tmp_path / "dying_rank.py", tmp_path / "run"
     script.write_text(textwrap.dedent(DYING_RANK))
     started = time.monotonic()
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc-per-node", "2", str(script), str(out)]  # fmt: skip
+    command = torchrun_command(2, str(script), str(out))
     env = {**environment(), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                             timeout=120)  # fmt: skip

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -495,40 +496,80 @@ def run_multiworker(
     write_json(out / JOB, job)
 
     started = time.monotonic()
-    workers: list[subprocess.Popen] = []
-    logs = []
-    try:
-        for index in range(n_workers):
-            command = [sys.executable, "-m", MODULE, "worker", str(out)]
-            if index == fail_worker:
-                command += ["--fail-at-step", str(fail_at_step)]
-            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config(ports, index))}
-            env["PYTHONPATH"] = os.pathsep.join(  # `course` importable from any folder
-                [str(_PROJECT), *filter(None, [os.environ.get("PYTHONPATH")])]
-            )
-            log = (out / f"worker-{index}.log").open("wb")
-            logs.append(log)
-            workers.append(
-                subprocess.Popen(
-                    command,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # its own process group: stopped with its children
-                )
-            )
-        _wait_for(workers, out, started + timeout, timeout)
-    finally:
-        _stop(workers)
-        for log in logs:
-            log.close()
+    commands = []
+    for index in range(n_workers):
+        command = [sys.executable, "-m", MODULE, "worker", str(out)]
+        if index == fail_worker:
+            command += ["--fail-at-step", str(fail_at_step)]
+        commands.append(command)
+    run_workers(commands, ports, out, started + timeout, timeout)
     if not (out / LOSSES).is_file():
         raise WorkerError(f"the chief (worker 0) exited without writing {out / LOSSES}", 0)
     with np.load(out / RESULT) as saved:
         weights = [saved[name] for name in sorted(saved.files)]
     losses = json.loads((out / LOSSES).read_text())["losses"]
     return MultiWorkerResult(weights, losses, out, time.monotonic() - started)
+
+
+WORKER_THREADS = 130  # threads of one TF worker at threads=1 (measured ~125: gRPC's pools)
+
+
+def thread_limit_problem(n_workers: int) -> str | None:
+    """Why this process cannot start `n_workers` TensorFlow workers, or None: each needs
+    ~WORKER_THREADS threads, and a low limit of processes and threads per user
+    (RLIMIT_NPROC, as a grading sandbox sets) makes a worker abort while it starts."""
+    check_int("n_workers", n_workers, 1)
+    soft, _ = resource.getrlimit(resource.RLIMIT_NPROC)
+    need = n_workers * WORKER_THREADS + 64  # and this process's own threads
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return None
+    return (
+        f"this process may run at most {soft} processes and threads (RLIMIT_NPROC: a "
+        f"sandbox's limit?), and {n_workers} TensorFlow workers need about {need} (gRPC's "
+        "thread pools): run them where the limit is higher (`ulimit -u`)"
+    )
+
+
+def run_workers(
+    commands: Sequence[Sequence[str]],
+    ports: Sequence[int],
+    logs_dir: Path,
+    deadline: float,
+    timeout: float,
+) -> None:
+    """Start worker i as `commands[i]` with its TF_CONFIG (workers on 127.0.0.1:`ports`),
+    its output in logs_dir/worker-i.log, and wait for all (`_wait_for`: the first that
+    fails, or `deadline` (time.monotonic) passing, stops every one and raises WorkerError).
+    No worker outlives the call. RuntimeError before anything starts if the limit of
+    processes and threads is too low for them (`thread_limit_problem`)."""
+    problem = thread_limit_problem(len(commands))
+    if problem is not None:
+        raise RuntimeError(problem)
+    workers: list[subprocess.Popen] = []
+    logs = []
+    try:
+        for index, command in enumerate(commands):
+            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config(ports, index))}
+            env["PYTHONPATH"] = os.pathsep.join(  # the same `course` from any folder
+                [str(_PROJECT), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
+            env.setdefault("OMP_NUM_THREADS", "1")  # the workers share the cores
+            logs.append((logs_dir / f"worker-{index}.log").open("wb"))
+            workers.append(
+                subprocess.Popen(
+                    list(command),
+                    env=env,
+                    stdout=logs[-1],
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # its own process group: stopped with its children
+                )
+            )
+        _wait_for(workers, logs_dir, deadline, timeout)
+    finally:
+        _stop(workers)
+        for log in logs:
+            log.close()
 
 
 def _wait_for(workers: list[subprocess.Popen], out: Path, deadline: float, timeout: float):

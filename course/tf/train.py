@@ -28,10 +28,27 @@ are the older folders removed (state.json first, so a half-removed one is incomp
 killed save completed but did not link. A ckpt/ that is a real folder (written by an
 earlier version of this module, which swapped folders by renames) is found after the
 numbered ones, then .ckpt-old/; the next save replaces it with the link.
+
+Data-parallel (chapter 09): `train(..., strategy=...)` builds the model and its optimizer
+inside `strategy.scope()` and trains on the same global batches as one process, each replica
+on an equal slice of every batch (batch_size must divide by the number of replicas):
+
+- `MirroredStrategy` (`course.tf.distributed.mirrored_strategy(n)`: n replicas in one
+  process): `fit` splits each batch, and `GPT.train_step` divides by all replicas' tokens;
+- `MultiWorkerMirroredStrategy` (one process per worker, from TF_CONFIG): `fit` fails on this
+  stack, so a loop written out runs `strategy.run(model.train_step)` on each worker's rows
+  of every batch, and drives the same callback (logs, evaluation, checkpoints). Every worker
+  evaluates the same batches; only the chief (worker 0) writes to out_dir.
+
+Keras clips the global gradient norm of each replica's *partial* gradient before its
+all-reduce; under a strategy the optimizer sums the replicas' gradients first and clips the
+sum (`_AllReducedClipping`), as one process does. `grad_accum` > 1 is refused under a strategy
+(raise batch_size instead), and the step runs without XLA (`jit_compile` is ignored).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -109,16 +126,43 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+class _AllReducedClipping(keras.optimizers.AdamW):
+    """AdamW that, with several replicas, sums their gradients *before* clipping the global
+    norm, so the clip sees the whole batch's gradient as on one device. (Keras clips each
+    replica's partial gradient, then sums: a different update whenever clipping acts.) The
+    sum happens in `_clip_gradients`; the all-reduce Keras runs afterwards is then skipped."""
+
+    def _clip_gradients(self, grads):
+        context = tf.distribute.get_replica_context()
+        if _several_replicas(context):
+            grads = context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads))
+        return super()._clip_gradients(grads)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        if _several_replicas(tf.distribute.get_replica_context()):
+            return list(grads_and_vars)  # summed already, in _clip_gradients
+        return super()._all_reduce_sum_gradients(grads_and_vars)
+
+
+def _several_replicas(context) -> bool:
+    """In a replica context (inside strategy.run) of a strategy with several replicas."""
+    if context is None or not tf.distribute.has_strategy():
+        return False
+    return context.num_replicas_in_sync > 1
+
+
 def configure_optimizer(model: GPT, train_cfg: TrainConfig) -> keras.optimizers.AdamW:
-    """AdamW as in the PyTorch trainer: decay on matrices only, global-norm clipping."""
+    """AdamW as in the PyTorch trainer: decay on matrices only, global-norm clipping (of the
+    whole batch's gradient, also when a strategy splits the batch over replicas)."""
     t = train_cfg
-    optimizer = keras.optimizers.AdamW(
+    optimizer = _AllReducedClipping(
         learning_rate=WarmupCosine.from_train_config(t),
         weight_decay=t.weight_decay,
         beta_1=t.beta1,
         beta_2=t.beta2,
         epsilon=1e-8,  # PyTorch's default (Keras' is 1e-7)
         global_clipnorm=t.grad_clip if t.grad_clip > 0 else None,
+        name="adamw",  # AdamW's own (the class name is not a valid scope name)
     )
     vectors = [v for v in model.trainable_variables if len(v.shape) < 2]
     optimizer.exclude_from_weight_decay(var_list=vectors)  # LayerNorm gains, biases
@@ -368,6 +412,85 @@ class _Run(keras.callbacks.Callback):
             run["evaluate"](self.step)
 
 
+def _check_strategy(strategy, train_cfg: TrainConfig, model, run_eagerly: bool) -> tuple[int, int]:
+    """(replicas in sync, worker processes) of `strategy` (None: one device), or a clear
+    error for what cannot train under it."""
+    if strategy is None:
+        return 1, 1
+    if not isinstance(strategy, tf.distribute.Strategy):
+        raise TypeError(f"strategy must be a tf.distribute.Strategy or None, got {strategy!r}")
+    replicas = strategy.num_replicas_in_sync
+    workers = 1
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        tasks = strategy.cluster_resolver.cluster_spec().as_dict()
+        workers = max(len(tasks.get("worker", [])) + len(tasks.get("chief", [])), 1)
+    if train_cfg.batch_size % replicas:
+        raise ValueError(
+            f"batch_size {train_cfg.batch_size} must divide by the number of replicas "
+            f"{replicas} (each replica trains on an equal slice of the batch): use a multiple "
+            f"of {replicas}"
+        )
+    if train_cfg.grad_accum > 1:
+        raise ValueError(
+            f"grad_accum {train_cfg.grad_accum} is not available under a strategy (each "
+            "replica takes (B, T) batches): use grad_accum 1 and a larger batch_size"
+        )
+    if model is not None:
+        raise ValueError("model= cannot train under a strategy: train builds it in its scope")
+    if run_eagerly and workers > 1:
+        raise ValueError("run_eagerly is not available under MultiWorkerMirroredStrategy")
+    return replicas, workers
+
+
+def _strategy_name(strategy) -> str | None:
+    """The name a learner knows the strategy by (MultiWorkerMirroredStrategy's class is
+    CollectiveAllReduceStrategy)."""
+    if strategy is None:
+        return None
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "MultiWorkerMirroredStrategy"
+    return type(strategy).__name__
+
+
+def _is_chief(strategy) -> bool:
+    """Whether this process writes the run's files: always, but for the workers other
+    than the chief (worker 0) under MultiWorkerMirroredStrategy."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    if resolver.task_type in (None, "chief"):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _fit_on_workers(model: GPT, strategy, batches, batch_size: int, steps: int, counter) -> None:
+    """`fit`'s work under MultiWorkerMirroredStrategy, written out: each worker's input
+    pipeline takes its rows of every global batch from `batches` (the same stream on every
+    worker), `strategy.run` runs `model.train_step` on every replica (it divides by all
+    replicas' tokens; the optimizer sums their gradients), and the callback `counter`
+    sees each step as `fit` would show it."""
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        rows = batch_size // context.num_input_pipelines  # one pipeline per worker
+        first = context.input_pipeline_id * rows
+        mine = batches.map(lambda x, y: (x[first : first + rows], y[first : first + rows]))
+        per_replica = context.get_per_replica_batch_size(batch_size)
+        return mine.unbatch().batch(per_replica, drop_remainder=True)
+
+    shares = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+    @tf.function
+    def train_step(x, y):
+        logs = strategy.run(model.train_step, args=((x, y),))
+        return strategy.experimental_local_results(logs["loss"])[0]  # the same on each
+
+    for batch in range(steps):
+        counter.on_train_batch_begin(batch)
+        x, y = next(shares)
+        counter.on_train_batch_end(batch, {"loss": train_step(x, y)})
+
+
 def _write_csv(path: Path, history: list[dict]) -> None:
     columns = ["event", "iter", "loss", "lr", "ms_per_iter", "tokens_per_sec", "train_loss",
                "val_loss"]  # fmt: skip
@@ -391,18 +514,29 @@ def train(
     jit_compile: bool = True,
     run_eagerly: bool = False,
     init_from: str | os.PathLike[str] | None = None,
+    strategy=None,
 ) -> TrainResult:
     """Train the Keras GPT with `preset`; the arguments are the PyTorch trainer's, plus
     `jit_compile` (XLA) and `run_eagerly` (no tf.function at all: slow, debuggable).
     `init_from` and the preset's `lora_r` fine-tune as there (`course.tf.lora`): a Keras
     run's weights and tokenizer to start from, and LoRA adapters only, written to
-    out_dir/adapter.safetensors (the file format both frameworks read) at every checkpoint."""
+    out_dir/adapter.safetensors (the file format both frameworks read) at every checkpoint.
+
+    `strategy` (a `tf.distribute` MirroredStrategy or MultiWorkerMirroredStrategy, made
+    before anything ran in TensorFlow) trains data-parallel on its replicas: the same
+    batches and, up to float rounding, the same losses as one process (module docstring).
+    Under MultiWorkerMirroredStrategy every worker calls `train`; only the chief writes to
+    out_dir and shows progress, and `callback` runs on every worker."""
     from tqdm.auto import tqdm
 
     mcfg, tcfg = preset.model, preset.train
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs the out_dir that holds the checkpoint")
+    replicas, workers = _check_strategy(strategy, tcfg, model, run_eagerly)
+    chief = _is_chief(strategy)
+    writes = out is not None and chief  # out_dir belongs to the chief
+    progress = progress and chief
     state, folder = load_checkpoint(out) if resume else (None, None)
     if state is not None and state["model_config"] != mcfg.to_dict():
         raise ValueError(
@@ -434,29 +568,32 @@ def train(
         for name, tokens in zip(("train", "val"), data[:2], strict=True)
     }
 
+    jit_compile = jit_compile and not run_eagerly and strategy is None  # XLA: one device
     runtime.seed_everything(tcfg.seed)
-    if model is None:
-        model = GPT(mcfg)
-    elif model.config != mcfg:
-        raise ValueError(f"model.config {model.config} differs from the preset's {mcfg}")
-    if base_folder is not None:
-        _load_weights(model, base_folder)
-    if lora is not None:
-        from course.tf.lora import apply_lora, save_adapter
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if model is None:
+            model = GPT(mcfg)  # its variables mirrored on every replica under a strategy
+        elif model.config != mcfg:
+            raise ValueError(f"model.config {model.config} differs from the preset's {mcfg}")
+        if base_folder is not None:
+            _load_weights(model, base_folder)
+        if lora is not None:
+            from course.tf.lora import apply_lora, save_adapter
 
-        apply_lora(model, **lora, dropout=mcfg.dropout)
-    optimizer = configure_optimizer(model, tcfg)
-    model.compile(optimizer=optimizer, jit_compile=jit_compile and not run_eagerly,
-                  run_eagerly=run_eagerly)  # fmt: skip
-    start, best_val = 0, math.inf
-    if state is not None:
-        _restore(folder, model, optimizer)
-        start, best_val = state["step"], state.get("best_val_loss") or math.inf
-    if out is not None:
+            apply_lora(model, **lora, dropout=mcfg.dropout)
+        optimizer = configure_optimizer(model, tcfg)
+        model.compile(optimizer=optimizer, jit_compile=jit_compile, run_eagerly=run_eagerly)
+        start, best_val = 0, math.inf
+        if state is not None:
+            _restore(folder, model, optimizer)
+            start, best_val = state["step"], state.get("best_val_loss") or math.inf
+    if writes:
         out.mkdir(parents=True, exist_ok=True)
-    log = EventLog(out, start if state is not None else None, callback)
+    log = EventLog(out if writes else None, start if state is not None else None, callback)
     tensorboard = (
-        tf.summary.create_file_writer(str(out / "tb")) if out else tf.summary.create_noop_writer()
+        tf.summary.create_file_writer(str(out / "tb"))
+        if writes
+        else tf.summary.create_noop_writer()
     )
     losses = {"train": math.nan, "val": math.nan}
 
@@ -470,7 +607,7 @@ def train(
         with tensorboard.as_default(step=step):
             tf.summary.scalar("eval/train_loss", losses["train"])
             tf.summary.scalar("eval/val_loss", losses["val"])
-        if out is not None:
+        if writes:
             save_checkpoint(
                 out, model, optimizer, step=step, model_config=mcfg.to_dict(),
                 train_config=tcfg.to_dict(), preset=preset.name,
@@ -496,8 +633,11 @@ def train(
             batches = batches.skip(start * tcfg.grad_accum)
             if tcfg.grad_accum > 1:  # (accum, B, T): one element per optimizer step
                 batches = batches.batch(tcfg.grad_accum, drop_remainder=True)
-            model.fit(batches, epochs=1, steps_per_epoch=remaining, callbacks=[counter],
-                      verbose=0, shuffle=False)  # fmt: skip
+            if workers > 1:  # `fit` fails under MultiWorkerMirroredStrategy here
+                _fit_on_workers(model, strategy, batches, tcfg.batch_size, remaining, counter)
+            else:  # one device, or MirroredStrategy: `fit` splits each batch over replicas
+                model.fit(batches, epochs=1, steps_per_epoch=remaining, callbacks=[counter],
+                          verbose=0, shuffle=False)  # fmt: skip
         elif start > 0:
             evaluate(start)  # resumed at or past max_iters: report once more
     finally:
@@ -526,14 +666,19 @@ def train(
         "lora": lora,
         "init_from": str(init_from) if init_from is not None else None,
         "threads": threads,
-        "jit_compile": bool(jit_compile and not run_eagerly),
+        "jit_compile": bool(jit_compile),
         "run_eagerly": run_eagerly,
+        "strategy": _strategy_name(strategy),
+        "world_size": replicas,  # replicas in sync, as the PyTorch trainer counts ranks
+        "workers": workers,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
         "model_config": mcfg.to_dict(),
         "train_config": tcfg.to_dict(),
     }
-    if out is not None:
+    if writes:
         write_json(out / METRICS, metrics)
         _write_csv(out / METRICS_CSV, log.history)
+    if workers > 1:  # the chief serves the cluster: no worker leaves before all are done
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(tf.ones, args=((),)), None)
     return TrainResult(model=model, optimizer=optimizer, metrics=metrics, history=log.history)

@@ -8,6 +8,7 @@ dicts of CPU tensors, compared there with one process doing the same work on the
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import torch
@@ -41,6 +42,18 @@ def echo(rank: int, world_size: int, value):
     total = torch.tensor(float(rank))
     dist.all_reduce(total)
     return value, world_size, total.item()
+
+
+def noisy(rank: int, world_size: int, marker: str, die: bool):
+    """Write `marker` to stderr from Python and from C (file descriptor 2, as a
+    communication library's warnings are written), then return "done", or, with `die`,
+    exit at once on rank 1 (os._exit(5)) while rank 0 waits for it."""
+    print(f"{marker} from Python, rank {rank}", file=sys.stderr, flush=True)
+    os.write(2, f"{marker} from C, rank {rank}\n".encode())
+    if die and rank == 1:
+        os._exit(5)
+    dist.barrier()
+    return "done"
 
 
 def fail_on_rank(rank: int, world_size: int, failing_rank: int, how: str):
