@@ -511,6 +511,14 @@ def free_memory_gb() -> float:
     return psutil.virtual_memory().available / 2**30
 
 
+def _local_processes() -> int:
+    """How many training processes share this machine's cores (LOCAL_WORLD_SIZE, else 1)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def _usable_cpus() -> int:
     """CPUs this process may run on (a container may allow fewer than the machine has)."""
     if hasattr(os, "sched_getaffinity"):
@@ -550,6 +558,11 @@ def report(with_device: bool = False) -> str:
 def set_threads(n: int = 0) -> int:
     """Use `n` threads inside each operation (0 = one per usable core); return the count.
 
+    0 shares the cores among the training processes of this machine: a rank of N on one
+    machine (LOCAL_WORLD_SIZE=N, as torchrun and the course's launchers set it) takes
+    cores // N. Two ranks that each took every core were measured 10 times slower a step
+    (416 vs 38 ms on 2 cores): their threads spin against each other.
+
     The course's one thread policy, called by both trainers. It applies to the frameworks
     already imported, and imports neither: `torch.set_num_threads`, and TensorFlow's
     intra-op thread pool. TensorFlow fixes that pool when it runs its first operation;
@@ -560,7 +573,7 @@ def set_threads(n: int = 0) -> int:
         raise TypeError(f"n (threads) must be an int, got {type(n).__name__} {n!r}")
     if n < 0:
         raise ValueError(f"n (threads) must be >= 0 (0 = one per usable core), got {n}")
-    count = n or _usable_cpus()
+    count = n or max(1, _usable_cpus() // _local_processes())
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(count)

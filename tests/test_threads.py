@@ -38,6 +38,18 @@ def test_zero_means_one_thread_per_usable_core(torch_threads, monkeypatch):
     assert torch_threads.get_num_threads() == 5
 
 
+def test_zero_shares_the_cores_among_the_ranks_of_this_machine(torch_threads, monkeypatch):
+    """Two ranks that each took every core ran a step 10 times slower (measured)."""
+    monkeypatch.setattr(runtime, "_usable_cpus", lambda: 8)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert runtime.set_threads(0) == 4 == torch_threads.get_num_threads()
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert runtime.set_threads(0) == 1  # never 0
+    assert runtime.set_threads(3) == 3  # a count asked for is kept
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "not a number")
+    assert runtime.set_threads(0) == 8
+
+
 @pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError),
                                         ("2", TypeError)])  # fmt: skip
 def test_bad_counts_are_named(bad, error):

@@ -554,6 +554,7 @@ def run_workers(
                 [str(_PROJECT), *filter(None, [os.environ.get("PYTHONPATH")])]
             )
             env.setdefault("OMP_NUM_THREADS", "1")  # the workers share the cores
+            env["LOCAL_WORLD_SIZE"] = str(len(commands))  # set_threads(0): cores / workers
             logs.append((logs_dir / f"worker-{index}.log").open("wb"))
             workers.append(
                 subprocess.Popen(
