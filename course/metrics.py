@@ -10,6 +10,7 @@ files, so a plot or a comparison reads either framework's run the same way:
   warning, any line that is not a whole event (the last one, torn by a killed run);
 - `METRICS` (metrics.json): the run's summary, written at the end with
   `course.files.write_json`;
+- `read_events(out_dir)`: the logged events back, to plot or compare runs;
 - `peak_rss_mb()`: the process's peak memory, one of the summary's figures.
 
 Framework-neutral and cheap to import (standard library only).
@@ -33,6 +34,7 @@ __all__ = [
     "KERAS_CHECKPOINT",
     "EventLog",
     "peak_rss_mb",
+    "read_events",
 ]
 
 METRICS = "metrics.json"  # the run's summary, written at the end
@@ -83,6 +85,16 @@ class EventLog:
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def read_events(out_dir: str | Path) -> list[dict]:
+    """The events a run logged to out_dir/metrics.jsonl, in order (what `EventLog.history`
+    held), from either framework's trainer; lines that are not whole events are dropped
+    with a warning. FileNotFoundError names the file if the run logged nothing."""
+    path = Path(out_dir) / METRICS_LOG
+    if not path.is_file():
+        raise FileNotFoundError(f"no event log {path}: is {out_dir} a training run's --out?")
+    return [event for _, event in _read_events(path)]
 
 
 def _read_events(path: Path) -> list[tuple[str, dict]]:

@@ -11,7 +11,7 @@ import psutil
 import pytest
 from conftest import REPO
 
-from course.metrics import METRICS_LOG, EventLog, peak_rss_mb
+from course.metrics import METRICS_LOG, EventLog, peak_rss_mb, read_events
 
 
 def lines(folder) -> list[dict]:
@@ -110,3 +110,23 @@ def test_a_log_without_damage_resumes_without_a_warning(tmp_path, recwarn):
     events = _torn_log(tmp_path, "\n")  # an empty line is no damage
     EventLog(tmp_path, resumed_at=2).close()
     assert lines(tmp_path) == events[:2] and not recwarn.list
+
+
+def test_read_events_gives_back_what_the_run_logged(tmp_path):
+    log = EventLog(tmp_path, resumed_at=None)
+    events = [{"event": "eval", "iter": 0, "val_loss": 4.2}, {"event": "train", "iter": 1}]
+    for event in events:
+        log.record(event)
+    log.close()
+    assert read_events(tmp_path) == log.history == events
+
+
+def test_read_events_skips_a_torn_line_with_a_warning(tmp_path):
+    events = _torn_log(tmp_path, '{"event": "train", "iter": 4, "lo')
+    with pytest.warns(RuntimeWarning, match=r"line 4\b"):
+        assert read_events(tmp_path) == events
+
+
+def test_read_events_of_a_folder_without_a_log_names_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=METRICS_LOG):
+        read_events(tmp_path)
