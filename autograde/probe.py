@@ -75,6 +75,16 @@ def _cell_id(cell, index: int) -> str:
     return cell.metadata.get("nbgrader", {}).get("grade_id", f"cell {index}")
 
 
+def _stderr(cell) -> str | None:
+    """Why nbgrader would score this executed test cell 0 though it raised nothing: it wrote
+    to stderr (a warning, a library's log line), which nbgrader counts as a failure."""
+    for output in cell.outputs:
+        if output.output_type == "stream" and output.name == "stderr":
+            first = next((line for line in output.text.splitlines() if line.strip()), "")
+            return f"wrote to stderr, which nbgrader scores 0: {first[:300]}"
+    return None
+
+
 def _error(err: CellExecutionError) -> str:
     return f"{err.ename}: {err.evalue}"
 
@@ -131,7 +141,7 @@ def probe(
         )
         with client.setup_kernel():
 
-            def execute(source: str) -> str | None:
+            def execute(source: str, graded: bool = False) -> str | None:
                 cell = nbformat.v4.new_code_cell(source)
                 client.nb.cells.append(cell)
                 try:
@@ -142,7 +152,7 @@ def probe(
                     # A variant that hangs or kills the kernel fails, but the kernel is gone
                     # or busy: nothing after it can be trusted, so stop here.
                     raise ProbeAborted(f"{type(err).__name__} while running:\n{source}") from err
-                return None
+                return _stderr(cell) if graded else None
 
             if setup is not None and (err := execute(setup)) is not None:
                 report.solution_failures["probe setup"] = err
@@ -150,7 +160,8 @@ def probe(
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
-                if (err := execute(cell.source)) is not None:
+                graded = notebooks.is_graded_test(cell)
+                if (err := execute(cell.source, graded)) is not None:
                     report.solution_failures[_cell_id(cell, index)] = err
             if teardown is not None and (err := execute(teardown)) is not None:
                 report.solution_failures["probe teardown"] = err
@@ -167,12 +178,12 @@ def probe(
                         # A variant that cannot even be defined proves nothing.
                         report.broken_variants[(exercise, name)] = err
                         continue
-                    passed = [t for t in tests if execute(cells[t].source) is None]
+                    passed = [t for t in tests if execute(cells[t].source, True) is None]
                     if name == "stub":  # what the learner sees: the release's test cells
                         passed += [
                             f"{t} (as released)"
                             for t in tests
-                            if t in release_tests and execute(release_tests[t]) is None
+                            if t in release_tests and execute(release_tests[t], True) is None
                         ]
                     if passed:
                         report.passed_wrongly[(exercise, name)] = passed
@@ -181,12 +192,12 @@ def probe(
                     if (err := execute(ref.code)) is not None:
                         report.broken_variants[(exercise, ref.name)] = err
                         continue
-                    failed = [t for t in tests if execute(cells[t].source) is not None]
+                    failed = [t for t in tests if execute(cells[t].source, True) is not None]
                     if failed:
                         report.rejected_references[(exercise, ref.name)] = failed
                 execute(cells[exercise].source)
                 for test in tests:
-                    if (err := execute(cells[test].source)) is not None:
+                    if (err := execute(cells[test].source, True)) is not None:
                         report.not_restored[test] = err
     finally:
         os.environ.clear()

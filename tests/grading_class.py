@@ -90,11 +90,13 @@ _MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 _WORDS = '_SAID = {True: "LEAK" + "ED", False: "re" + "fused"}\n'
 
 _MEMORY_BOMB = """\
-def _hog(total_mb=4000, chunk_mb=100):
+def _hog(total_mb=4000, chunk_mb=500):
+    # Asked for, not written: the address-space limit refuses it in milliseconds, however
+    # loaded the machine is (writing 4 GB first raced the 10 s cell timeout at load 6).
     held = []
     try:
         for _ in range(total_mb // chunk_mb):
-            held.append(b"\\x01" * (chunk_mb << 20))  # written, not just mapped
+            held.append(bytearray(chunk_mb << 20))
     finally:
         held.clear()
     return total_mb

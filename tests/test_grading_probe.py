@@ -54,6 +54,28 @@ def test_probe_reports_a_failing_solution(tmp_path):
     assert "mul(2, 3) should be 6" in report.solution_failures["test_mul"]
 
 
+def test_probe_fails_a_solution_whose_test_cell_writes_to_stderr(tmp_path):
+    """nbgrader scores a test cell that wrote anything to stderr 0, even when it raised
+    nothing (a library's warning is enough): the probe must see what the grader sees."""
+    from conftest import TOY_SCRIPT
+
+    from autograde.probe import probe
+
+    solutions, release_dir = tmp_path / "solutions", tmp_path / "notebooks"
+    noisy = TOY_SCRIPT.replace(
+        'assert mul(2, 3) == 6, "mul(2, 3) should be 6"',
+        'import sys\nprint("a library warns", file=sys.stderr)\n'
+        'assert mul(2, 3) == 6, "mul(2, 3) should be 6"',
+    )
+    assert noisy != TOY_SCRIPT
+    write_toy(solutions, noisy)
+    release(solutions=solutions, release_dir=release_dir, **QUIET)
+    report = probe(solutions / TOY / f"{TOY}.ipynb", release_dir / TOY / f"{TOY}.ipynb", [])
+    assert list(report.solution_failures) == ["test_mul"]
+    assert "stderr" in report.solution_failures["test_mul"]
+    assert "a library warns" in report.solution_failures["test_mul"]
+
+
 def test_probe_catches_a_released_test_that_passes_on_the_stub(tmp_path):
     """A test cell whose only real check is hidden: on the stub, the solution's cell fails
     (its hidden assert calls the stub), but the cell the learner sees passes."""
