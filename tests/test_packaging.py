@@ -620,6 +620,7 @@ def test_core_leaves_jupyterlab_to_the_lab_extra():
 CONSOLE_SCRIPTS = {
     "twin-gpt-train": "course.train",
     "twin-gpt-sample": "course.sample",
+    "twin-gpt-export": "course.export",
     "twin-gpt-autograde": "autograde",
 }
 

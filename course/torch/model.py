@@ -289,13 +289,17 @@ class GPT(nn.Module):
                 f"{where} exceeds block_size {self.config.block_size}; crop the context to "
                 f"its last {self.config.block_size} tokens"
             )
-        low, high = (int(v) for v in torch.aminmax(idx))  # one pass, one sync
-        if low < 0 or high >= self.config.vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"token id {bad} is outside the vocabulary 0..{self.config.vocab_size - 1} "
-                f"(vocab_size {self.config.vocab_size})"
-            )
+        # The ids' range is data: torch.export (and the ONNX exporter built on it) cannot
+        # branch on it, so the check is left out of an exported graph; the runtime's wrapper
+        # (course.export.ExportedModel) checks the ids before they reach the exported file.
+        if not torch.compiler.is_exporting():
+            low, high = (int(v) for v in torch.aminmax(idx))  # one pass, one sync
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"token id {bad} is outside the vocabulary 0..{self.config.vocab_size - 1} "
+                    f"(vocab_size {self.config.vocab_size})"
+                )
         if targets is not None:
             if not isinstance(targets, torch.Tensor) or targets.shape != idx.shape:
                 shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else targets

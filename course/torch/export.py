@@ -1,0 +1,136 @@
+"""The PyTorch GPT as an ONNX file: export, int8 quantization, and runners to compare them.
+
+    from course.export import size_on_disk, verify
+    from course.torch.export import eager_model, onnx_model, quantize_int8, to_onnx
+    path = to_onnx(model, "out/gpt.onnx")                  # logits for idx (B, T), T <= block
+    int8 = quantize_int8(path, "out/gpt.int8.onnx")        # int8 weights, float activations
+    fp32 = onnx_model(path, model.config)                  # an ExportedModel (onnxruntime)
+    print(verify(fp32, eager_model(model), (x, y)))        # max |Δlogits|, argmax, val loss
+
+The export traces `GPT.forward` with `torch.export` (the "dynamo" exporter): the batch and
+the sequence length stay symbolic, so one file serves every B and every T up to block_size.
+The graph has no input checks (the range of the ids is data, not shape, and the exporter
+cannot branch on data): `ExportedModel` checks the ids before the runtime sees them.
+onnx, onnxruntime and onnxscript come from the `export` extra; they are imported by the
+functions that use them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from course.config import GPTConfig
+from course.export import (  # noqa: F401 (onnx_model, quantize_int8: this module's too)
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    ExportedModel,
+    onnx_model,
+    quantize_int8,
+)
+from course.torch.devices import model_device
+
+INPUT_NAME, OUTPUT_NAME = ONNX_INPUT, ONNX_OUTPUT
+
+
+class _Logits(torch.nn.Module):
+    """GPT.forward without targets, returning the logits alone: the one output to export."""
+
+    def __init__(self, gpt: torch.nn.Module) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        logits, _ = self.gpt(idx)
+        return logits  # (B, T, vocab)
+
+
+def _config(model) -> GPTConfig:
+    config = getattr(model, "config", None)
+    if not isinstance(config, GPTConfig):
+        raise TypeError(
+            f"model must be a course.torch GPT (with a GPTConfig as .config), got "
+            f"{type(model).__name__}"
+        )
+    return config
+
+
+def to_onnx(
+    model: torch.nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    dynamic: bool = True,
+    opset: int | None = None,
+    external_data: bool = False,
+    debug_info: bool = False,
+) -> Path:
+    """Export `model`'s logits for idx (B, T) to an ONNX file at `path`; return the path.
+
+    Input "idx" (int64), output "logits" (float32, (B, T, vocab)). With `dynamic` the batch
+    and the length (1..block_size) are symbolic; without, the file takes (1, block_size)
+    only. `opset` None lets torch choose. `external_data` keeps the weights in a
+    `<name>.data` file beside it (needed past 2 GB). The exporter records each node's
+    Python stack trace (this machine's paths) in the file: dropped unless `debug_info`.
+    The model is exported in eval mode (no dropout) and its mode restored; the file is
+    checked with `onnx.checker` before it is returned.
+    """
+    import onnx
+    from torch.export import Dim
+
+    config = _config(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    block, device = config.block_size, model_device(model)
+    # Example sizes >= 2 (torch.export specializes sizes 0 and 1) and different from each
+    # other, so that neither dimension is taken for the other.
+    length = min(block, 7) if dynamic else block
+    batch = 2 if dynamic else 1
+    example = torch.zeros((batch, length), dtype=torch.long, device=device)
+    shapes = None
+    if dynamic:
+        seq = Dim("seq", min=1, max=block) if block > 1 else None  # block 1: length is 1
+        shapes = {INPUT_NAME: {0: Dim("batch", min=1), **({1: seq} if seq else {})}}
+    was_training = model.training
+    wrapper = _Logits(model).eval()  # eval() reaches the model inside too
+    try:
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset,
+            dynamic_shapes=shapes,
+            dynamo=True,
+            verbose=False,
+        )
+    finally:
+        model.train(was_training)
+    if not debug_info:
+        for node in program.model.graph.all_nodes():
+            node.metadata_props.clear()
+    program.save(path, external_data=external_data)
+    onnx.checker.check_model(str(path), full_check=True)  # by path: reads external data too
+    return path
+
+
+def eager_model(model: torch.nn.Module, name: str = "torch eager") -> ExportedModel:
+    """The PyTorch model itself as an ExportedModel: numpy ids in, numpy logits out, run
+    without gradients in eval mode (its mode restored after each call) on its device.
+    The reference that `course.export.verify` compares exports with."""
+    config = _config(model)
+
+    def run(idx: np.ndarray) -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                ids = torch.from_numpy(idx).to(model_device(model))
+                logits, _ = model(ids)
+            return logits.float().cpu().numpy()
+        finally:
+            model.train(was_training)
+
+    return ExportedModel(run, config.vocab_size, config.block_size, name)
