@@ -363,6 +363,19 @@ _ONNX_INTS = {"tensor(int32)": np.int32, "tensor(int64)": np.int64}
 _PRODUCERS = {"pytorch": "torch", "tf2onnx": "keras"}  # the graph's producer_name: its source
 
 
+def runner_file(path, config: GPTConfig, threads: int, kind: str) -> Path:
+    """The checked arguments of a runner of an exported file: `path` as a Path to a file
+    that exists (FileNotFoundError naming the `kind` of file otherwise), `config` a
+    GPTConfig, `threads` >= 1."""
+    if not isinstance(config, GPTConfig):
+        raise TypeError(f"config must be a course.config.GPTConfig, got {type(config).__name__}")
+    check_int("threads", threads, 1)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {kind} file at {path}")
+    return path
+
+
 def onnx_model(
     path: str | os.PathLike[str], config: GPTConfig, threads: int = 1, name: str | None = None
 ) -> ExportedModel:
@@ -371,12 +384,7 @@ def onnx_model(
     threads in an op (the session built once), as an ExportedModel that checks ids against
     `config`. `name` defaults to "onnx fp32 (torch)", "onnx int8 (keras)", ..., read from
     the graph. A file exported with a fixed shape takes only that shape, and says so."""
-    if not isinstance(config, GPTConfig):
-        raise TypeError(f"config must be a course.config.GPTConfig, got {type(config).__name__}")
-    check_int("threads", threads, 1)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no ONNX file at {path}")
+    path = runner_file(path, config, threads, "ONNX")
     try:
         import onnx
         import onnxruntime

@@ -55,9 +55,9 @@ from pathlib import Path
 import numpy as np
 
 from course import runtime
-from course.checks import check_int, to_numpy
+from course.checks import to_numpy
 from course.config import GPTConfig
-from course.export import EXPORT_EXTRA, ExportedModel, onnx_model  # noqa: F401
+from course.export import EXPORT_EXTRA, ExportedModel, onnx_model, runner_file  # noqa: F401
 from course.files import write_bytes
 from course.tf.model import GPT
 
@@ -272,12 +272,7 @@ def tflite_model(
     interpreter sees them; `threads` is the interpreter's thread count. `name` defaults to
     "tflite fp32 (keras)", or "tflite int8 (keras)" if the file holds int8 tensors.
     """
-    if not isinstance(config, GPTConfig):
-        raise TypeError(f"config must be a course.config.GPTConfig, got {type(config)}")
-    check_int("threads", threads, 1)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no TFLite file at {path}")
+    path = runner_file(path, config, threads, "TFLite")
     interpreter = _interpreter_class()(model_path=str(path), num_threads=threads)
     inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0]["shape_signature"]) != 2:

@@ -1,0 +1,331 @@
+"""One trained GPT exported from both frameworks (ONNX, TFLite; fp32 and int8) against eager.
+
+One model (shakespeare-char-cpu, 2000 steps; --run DIR, or trained here in a temporary
+folder) runs eight ways. From PyTorch: torch eager, onnxruntime on the fp32 ONNX export and
+on its dynamic int8 quantization. From Keras, the same weights (`course.tf.torch_to_keras`):
+Keras eager, the LiteRT interpreter on the fp32 TFLite file, on its dynamic-range int8 file
+and on its full int8 file (activations too, calibrated on --calibration training windows),
+and onnxruntime on Keras' own ONNX export, which needs tf2onnx (the row says so without it).
+
+For each the table gives the size on disk (an .onnx file with its external data; eager: the
+float32 weights, the tied matrix once), the val loss on the same --windows validation
+windows (seed 0), the argmax agreement and max |Δlogits| against its own framework's eager
+model (Keras eager's: against torch eager, the model its weights came from), and the median
+and p90 latency of one forward pass at batch 1 over a full context (block_size tokens, no KV
+cache: what one new token costs with its context), --runs times after 10 warm-up runs, on one
+thread in every backend (`set_threads(1)`; one intra-op thread in each onnxruntime session
+and LiteRT interpreter), the sessions and interpreters built outside the timer.
+
+Targets:
+- onnxruntime fp32: median latency <= 0.6 x torch eager's;
+- int8 file <= 30% of its fp32 file (ONNX, and TFLite dynamic-range);
+- fp32 exports: max |Δlogits| <= 1e-4 against their eager model;
+- dynamic int8 (ONNX, TFLite): argmax agreement >= 98%, val loss within 1% of the fp32 file's;
+- full int8 TFLite: no target, reported. Calibration sees the causal mask's -inf among the
+  attention scores, so their int8 scale is expected near 1e36 and attention to break; the
+  largest activation scale in the file is printed with the tensor that has it.
+
+Needs the corpus (COURSE_DATA_DIR or a download), onnxruntime and ai-edge-litert.
+
+    COURSE_DATA_DIR=../shared/data python benchmarks/export.py
+    COURSE_DATA_DIR=../shared/data python benchmarks/export.py --quick
+    COURSE_DATA_DIR=../shared/data python benchmarks/export.py --run out/shakespeare --json e.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from run_record import RunRecord  # beside this script
+
+PRESET = "shakespeare-char-cpu"
+FP32_ATOL = 1e-4  # max |Δlogits| of an fp32 export against its eager model
+LATENCY_TARGET = 0.6  # onnxruntime fp32 median / torch eager median
+SIZE_TARGET = 0.30  # int8 file / fp32 file
+AGREEMENT_TARGET = 0.98  # dynamic int8 argmax agreement with eager
+LOSS_TARGET = 0.01  # dynamic int8 val loss: |int8 - fp32| / fp32
+HUGE_SCALE = 1e30  # an int8 scale this large rounds every ordinary value to 0
+WARMUP = 10  # untimed runs before the timed ones (first-call allocations, caches)
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def latency_ms(runner, idx: np.ndarray, runs: int) -> tuple[float, float]:
+    """(median, p90) wall time in ms of runner(idx), after WARMUP untimed runs."""
+    for _ in range(WARMUP):
+        runner(idx)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        runner(idx)
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def weights_bytes(model) -> int:
+    """float32 bytes of the parameters, each tensor once (the tied head is wte)."""
+    unique = {p.data_ptr(): p for p in model.parameters()}
+    return sum(p.numel() * p.element_size() for p in unique.values())
+
+
+def remembered(runner):
+    """`runner` with its logits kept per input: a reference that several exports are
+    verified against runs each batch once."""
+    from course.export import ExportedModel
+
+    seen: dict = {}
+
+    def run(idx: np.ndarray) -> np.ndarray:
+        key = (idx.shape, idx.tobytes())
+        if key not in seen:
+            seen[key] = runner(idx)
+        return seen[key]
+
+    return ExportedModel(run, runner.vocab_size, runner.block_size, runner.name)
+
+
+def largest_int8_scale(path: Path) -> tuple[float, str, int]:
+    """(scale, tensor name) of the int8 tensor of a TFLite file with the largest scale, and
+    how many int8 tensors have a scale >= HUGE_SCALE."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    found = [(float(np.max(d["quantization_parameters"]["scales"])), d["name"])
+             for d in Interpreter(model_path=str(path)).get_tensor_details()
+             if d["dtype"] == np.int8 and d["quantization_parameters"]["scales"].size]  # fmt: skip
+    scale, name = max(found, default=(float("nan"), "(no int8 tensor)"))
+    return scale, name, sum(s >= HUGE_SCALE for s, _ in found)
+
+
+def measure(runner, size: int, reference, windows, idx, runs: int) -> dict:
+    """A table row: `runner` verified against `reference` (None: it is the reference) and
+    timed at batch 1 on `idx`."""
+    from course.export import verify
+
+    report = verify(runner, reference or runner, windows)
+    median, p90 = latency_ms(runner, idx, runs)
+    return {"model": runner.name, "against": reference.name if reference else None,
+            "bytes": size, "val_loss": report.val_loss,
+            "argmax_agreement": report.argmax_agreement if reference else None,
+            "max_abs_logits": report.max_abs_logits if reference else None,
+            "median_ms": median, "p90_ms": p90, "note": None}  # fmt: skip
+
+
+def unavailable(name: str, against: str, note: str) -> dict:
+    return {"model": name, "against": against, "bytes": None, "val_loss": None,
+            "argmax_agreement": None, "max_abs_logits": None, "median_ms": None,
+            "p90_ms": None, "note": note}  # fmt: skip
+
+
+def keras_onnx_row(keras_gpt, config, scratch: Path, reference, windows, idx, runs) -> dict:
+    """Keras' own ONNX export, measured; or a row saying why there is none."""
+    from course.export import onnx_model, size_on_disk
+    from course.tf import export as tf_export
+
+    name = "onnx fp32 (keras)"
+    try:
+        path = tf_export.to_onnx(keras_gpt, scratch / "gpt.keras.onnx")
+        runner = onnx_model(path, config, threads=1)
+    except Exception as err:  # ImportError without tf2onnx; a failed conversion otherwise
+        if importlib.util.find_spec("tf2onnx") is None:
+            return unavailable(name, reference.name, "not available: tf2onnx not installed")
+        first = str(err).splitlines()[0] if str(err) else ""
+        return unavailable(name, reference.name, f"not available: {type(err).__name__}: {first}")
+    return measure(runner, size_on_disk(path), reference, windows, idx, runs)
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'model':<28} {'against':<12} {'size (MB)':>10} {'val loss':>9} {'argmax':>8} "
+          f"{'max |Δlogits|':>14} {'median ms':>10} {'p90 ms':>8}")  # fmt: skip
+    for r in rows:
+        against = r["against"] or "-"
+        if r["note"]:
+            print(f"{r['model']:<28} {against:<12} {r['note']}")
+            continue
+        agree, diff = r["argmax_agreement"], r["max_abs_logits"]
+        agree = "-" if agree is None else f"{agree:.2%}"
+        diff = "-" if diff is None else f"{diff:.3g}"
+        print(f"{r['model']:<28} {against:<12} {r['bytes'] / 1e6:>10.3f} {r['val_loss']:>9.4f} "
+              f"{agree:>8} {diff:>14} {r['median_ms']:>10.3f} {r['p90_ms']:>8.3f}")  # fmt: skip
+
+
+def checks_of(rows: dict[str, dict], full_scale: tuple[float, str, int]) -> dict:
+    """The targets, each {"value", "target", "met", ...}; full int8 is reported only."""
+    torch_eager, keras_eager = rows["torch eager"], rows["keras eager"]
+    onnx32, onnx8 = rows["onnx fp32 (torch)"], rows["onnx int8 (torch)"]
+    tfl32, tfl8 = rows["tflite fp32 (keras)"], rows["tflite int8 dynamic (keras)"]
+    full = rows["tflite int8 full (keras)"]
+    checks = {}
+    ratio = onnx32["median_ms"] / torch_eager["median_ms"]
+    checks["onnx_fp32_latency_ratio"] = {"value": ratio, "target": LATENCY_TARGET,
+                                         "met": ratio <= LATENCY_TARGET}  # fmt: skip
+    for key, fp32, int8 in (("onnx", onnx32, onnx8), ("tflite_dynamic", tfl32, tfl8)):
+        ratio = int8["bytes"] / fp32["bytes"]
+        checks[f"{key}_size_ratio"] = {"value": ratio, "target": SIZE_TARGET,
+                                       "met": ratio <= SIZE_TARGET, "int8_bytes": int8["bytes"],
+                                       "fp32_bytes": fp32["bytes"]}  # fmt: skip
+    fp32_rows = [("onnx_fp32", onnx32), ("tflite_fp32", tfl32)]
+    if rows["onnx fp32 (keras)"]["note"] is None:
+        fp32_rows.append(("onnx_keras_fp32", rows["onnx fp32 (keras)"]))
+    for key, row in fp32_rows:
+        value = row["max_abs_logits"]
+        checks[f"{key}_max_abs_logits"] = {"value": value, "target": FP32_ATOL,
+                                           "met": value <= FP32_ATOL}  # fmt: skip
+    for key, fp32, int8 in (("onnx_int8", onnx32, onnx8), ("tflite_dynamic", tfl32, tfl8)):
+        agree = int8["argmax_agreement"]
+        checks[f"{key}_argmax_agreement"] = {"value": agree, "target": AGREEMENT_TARGET,
+                                             "met": agree >= AGREEMENT_TARGET}  # fmt: skip
+        loss8, loss32 = int8["val_loss"], fp32["val_loss"]
+        gap = (loss8 - loss32) / loss32
+        checks[f"{key}_val_loss_gap"] = {"value": gap, "target": LOSS_TARGET,
+                                         "met": abs(gap) <= LOSS_TARGET, "int8": loss8,
+                                         "fp32": loss32}  # fmt: skip
+    scale, tensor, huge = full_scale
+    checks["tflite_full_int8"] = {"argmax_agreement": full["argmax_agreement"],
+                                  "val_loss": full["val_loss"], "fp32_val_loss": tfl32["val_loss"],
+                                  "largest_int8_scale": scale, "largest_scale_tensor": tensor,
+                                  "tensors_with_huge_scale": huge, "met": None}  # fmt: skip
+    checks["keras_vs_torch"] = {"max_abs_logits": keras_eager["max_abs_logits"],
+                                "argmax_agreement": keras_eager["argmax_agreement"],
+                                "val_loss": keras_eager["val_loss"],
+                                "torch_val_loss": torch_eager["val_loss"], "met": None}  # fmt: skip
+    return checks
+
+
+def print_checks(checks: dict) -> None:
+    c = checks["onnx_fp32_latency_ratio"]
+    print(f"\nonnx fp32 latency     {c['value']:.2f} x torch eager's median   target <= "
+          f"{LATENCY_TARGET}: {met(c['met'])}")  # fmt: skip
+    for key, label in (("onnx", "onnx int8 size"), ("tflite_dynamic", "tflite dyn size")):
+        c = checks[f"{key}_size_ratio"]
+        print(f"{label:<21} {c['int8_bytes']:,} / {c['fp32_bytes']:,} bytes = {c['value']:.1%}   "
+              f"target <= {SIZE_TARGET:.0%}: {met(c['met'])}")  # fmt: skip
+    for key, label in (("onnx_fp32", "onnx fp32"), ("tflite_fp32", "tflite fp32"),
+                       ("onnx_keras_fp32", "onnx fp32 (keras)")):  # fmt: skip
+        if f"{key}_max_abs_logits" in checks:
+            c = checks[f"{key}_max_abs_logits"]
+            print(f"{label:<21} max |Δlogits| {c['value']:.3g}   target <= {FP32_ATOL}: "
+                  f"{met(c['met'])}")  # fmt: skip
+    for key, label in (("onnx_int8", "onnx int8"), ("tflite_dynamic", "tflite int8 dynamic")):
+        c = checks[f"{key}_argmax_agreement"]
+        print(f"{label:<21} argmax {c['value']:.2%} agree with eager   target >= "
+              f"{AGREEMENT_TARGET:.0%}: {met(c['met'])}")  # fmt: skip
+        c = checks[f"{key}_val_loss_gap"]
+        print(f"{'':<21} val loss {c['int8']:.4f} vs fp32 {c['fp32']:.4f} ({c['value']:+.2%})   "
+              f"target within {LOSS_TARGET:.0%}: {met(c['met'])}")  # fmt: skip
+    c = checks["tflite_full_int8"]
+    gap = c["val_loss"] - c["fp32_val_loss"]
+    print(f"tflite int8 full      argmax {c['argmax_agreement']:.2%} agree with eager, val loss "
+          f"{c['val_loss']:.4f} vs fp32 {c['fp32_val_loss']:.4f} ({gap:+.4f}); no target\n"
+          f"{'':<21} largest int8 scale {c['largest_int8_scale']:.3g} "
+          f"({c['largest_scale_tensor']}); {c['tensors_with_huge_scale']} int8 tensor(s) with a "
+          f"scale >= {HUGE_SCALE:.0e}")  # fmt: skip
+    c = checks["keras_vs_torch"]
+    print(f"same model            keras eager vs torch eager: max |Δlogits| "
+          f"{c['max_abs_logits']:.3g}, argmax {c['argmax_agreement']:.2%}, val loss "
+          f"{c['val_loss']:.4f} vs {c['torch_val_loss']:.4f}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default=None, help="a PyTorch run folder (ckpt.pt) of "
+                        f"{PRESET}; default: train one in a temporary folder")  # fmt: skip
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per model (200)")
+    parser.add_argument("--windows", type=int, default=None, help="val windows (256)")
+    parser.add_argument("--calibration", type=int, default=None,
+                        help="training windows that calibrate full int8 (100)")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="smoke run: train 60 steps, "
+                        "--runs 20, --windows 16, --calibration 8")  # fmt: skip
+    parser.add_argument("--json", default=None, help="write the rows and checks to this file")
+    args = parser.parse_args()
+    args.runs = args.runs or (20 if args.quick else 200)
+    args.windows = args.windows or (16 if args.quick else 256)
+    args.calibration = args.calibration or (8 if args.quick else 100)
+    run = RunRecord()
+
+    from course import runtime
+    from course.config import get_preset
+    from course.data import corpus_tokens, get_batch
+    from course.export import onnx_model, quantize_int8, size_on_disk
+    from course.torch.export import eager_model, to_onnx
+    from course.torch.train import load_model, train
+
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="export-benchmark-") as tmp:
+        scratch = Path(tmp)
+        run_dir = Path(args.run) if args.run else scratch / "run"
+        if args.run is None:
+            train_ids, val_ids, tok = corpus_tokens()
+            quick = {"max_iters": 60, "warmup_iters": 6, "eval_iters": 4} if args.quick else {}
+            train(get_preset(PRESET, quick), run_dir, data=(train_ids, val_ids), tokenizer=tok)
+        model, tok = load_model(run_dir)
+        train_ids, val_ids, _ = corpus_tokens(tokenizer=tok)
+        config = model.config
+        # TensorFlow after PyTorch, through the course's one safe way; then one thread in
+        # every framework, before TensorFlow's first operation fixes its pool.
+        tf = runtime.import_tensorflow()
+        runtime.set_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)  # as the onnxruntime sessions
+        from course.tf import GPT as KerasGPT
+        from course.tf import export as tf_export
+        from course.tf import torch_to_keras
+
+        windows = get_batch(val_ids, args.windows, config.block_size, np.random.default_rng(0))
+        calibration, _ = get_batch(train_ids, args.calibration, config.block_size,
+                                   np.random.default_rng(1))  # fmt: skip
+        idx = windows[0][:1]  # batch 1, a full context
+
+        # PyTorch: eager, and onnxruntime on its fp32 export and its dynamic int8 quantization
+        onnx32 = to_onnx(model, scratch / "gpt.onnx")
+        onnx8 = quantize_int8(onnx32, scratch / "gpt.int8.onnx")
+        torch_eager = eager_model(model)
+        torch_reference = remembered(torch_eager)  # verified against; timed: torch_eager
+        for runner, size, reference in (
+            (torch_eager, weights_bytes(model), None),
+            (onnx_model(onnx32, config, threads=1), size_on_disk(onnx32), torch_reference),
+            (onnx_model(onnx8, config, threads=1), size_on_disk(onnx8), torch_reference),
+        ):
+            rows[runner.name] = measure(runner, size, reference, windows, idx, args.runs)
+
+        # Keras, the same weights: eager (against torch eager), TFLite three ways, ONNX
+        keras_gpt = torch_to_keras(model.state_dict(), KerasGPT(config))
+        keras_eager = tf_export.eager_model(keras_gpt)
+        keras_reference = remembered(keras_eager)
+        rows["keras eager"] = measure(keras_eager, keras_gpt.num_params(non_embedding=False) * 4,
+                                      torch_reference, windows, idx, args.runs)  # fmt: skip
+        for mode in (None, "dynamic", "full"):
+            name = f"tflite {f'int8 {mode}' if mode else 'fp32'} (keras)"
+            path = scratch / f"gpt.{mode or 'fp32'}.tflite"
+            tf_export.to_tflite(keras_gpt, path, int8=mode,
+                                representative=calibration if mode == "full" else None)  # fmt: skip
+            runner = tf_export.tflite_model(path, config, threads=1, name=name)
+            rows[name] = measure(runner, size_on_disk(path), keras_reference, windows, idx,
+                                 args.runs)  # fmt: skip
+        full_scale = largest_int8_scale(scratch / "gpt.full.tflite")
+        rows["onnx fp32 (keras)"] = keras_onnx_row(keras_gpt, config, scratch, keras_reference,
+                                                   windows, idx, args.runs)  # fmt: skip
+
+    print(f"\n== {PRESET}: {config.n_layer} layers, n_embd {config.n_embd}, block_size "
+          f"{config.block_size}; {args.windows} val windows; batch 1 x {config.block_size} "
+          f"tokens, {args.runs} runs, 1 thread; full int8 calibrated on {args.calibration} "
+          "training windows\n")  # fmt: skip
+    print_table(list(rows.values()))
+    checks = checks_of(rows, full_scale)
+    print_checks(checks)
+    finished = run.finish()
+    if args.json:
+        record = {"rows": list(rows.values()), "checks": checks, "runs": args.runs,
+                  "windows": args.windows, "calibration": args.calibration, "run": args.run,
+                  **finished}  # fmt: skip
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
