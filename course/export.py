@@ -332,8 +332,8 @@ def _onnx_tensors(model) -> Iterator[Any]:
 
 def quiet_exporters() -> None:
     """Silence what the exporters say that is not about your model, for this process:
-    torch.onnx's notes that torchvision is not installed, a FutureWarning torch.export
-    raises inside the standard library, TensorFlow's "Assets written" lines. In a notebook
+    torch.onnx's notes that torchvision is not installed, FutureWarnings from torch.export
+    and Keras' tf2onnx glue, TensorFlow's and tf2onnx's log lines. In a notebook
     they land on stderr, and nbgrader scores a test cell that wrote to stderr 0."""
     import logging
     import warnings
@@ -342,6 +342,9 @@ def quiet_exporters() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)",
                             category=FutureWarning)  # fmt: skip
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r"In the future `np.object`",
+                            category=FutureWarning)  # Keras' tf2onnx glue asks NumPy  # fmt: skip
 
 
 class _DropPreprocessingAdvice:

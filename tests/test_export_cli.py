@@ -59,7 +59,9 @@ def verified(stdout: str) -> tuple[float, float, float, float]:
     return tuple(float(v) for v in found.groups())
 
 
-@pytest.mark.parametrize(("fixture", "fmt"), [("torch_run", "onnx"), ("keras_run", "tflite")])
+@pytest.mark.parametrize(
+    ("fixture", "fmt"), [("torch_run", "onnx"), ("keras_run", "tflite"), ("keras_run", "onnx")]
+)
 def test_a_run_exports_and_verifies_in_fp32_and_int8(request, environment, fixture, fmt):
     out = request.getfixturevalue(fixture)
     fp32 = run("course.export", "--out", str(out), "--format", fmt, env=environment)

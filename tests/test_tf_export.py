@@ -262,9 +262,14 @@ def test_full_int8_breaks_attention_through_the_masks_infinity(shakespeare):
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tf2onnx") is not None, reason="tf2onnx installed")
-def test_to_onnx_names_the_missing_package(markov, tmp_path):
-    with pytest.raises(ImportError, match="needs tf2onnx.*pip install tf2onnx"):
+def test_to_onnx_names_the_missing_package(markov, tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "tf2onnx" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ImportError, match=r"needs tf2onnx.*pip install 'twin-gpt\[export\]'"):
         to_onnx(markov, tmp_path / "gpt.onnx")
     assert not (tmp_path / "gpt.onnx").exists()
 

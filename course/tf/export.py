@@ -37,8 +37,9 @@ the attention scores, so their int8 scale becomes float32's largest value / 255 
 past (about 75% of the argmaxes kept, val loss +0.1 or more). A model that barely needs
 attention survives it, which is why a toy model can hide the problem.
 
-ONNX: Keras 3 exports ONNX on the TensorFlow backend through the `tf2onnx` package; without
-it `to_onnx` says so. `onnx_model` runs any .onnx GPT file with onnxruntime.
+ONNX: Keras 3 exports ONNX on the TensorFlow backend through the `tf2onnx` package (in the
+`export` extra; without it `to_onnx` says so). `course.export.onnx_model` runs the file with
+onnxruntime, as it runs PyTorch's.
 """
 
 from __future__ import annotations
@@ -326,7 +327,7 @@ def to_onnx(model: GPT, path: str | os.PathLike[str]) -> Path:
     if importlib.util.find_spec("tf2onnx") is None:
         raise ImportError(
             "Keras -> ONNX needs tf2onnx (Keras 3 exports ONNX through it on the TensorFlow "
-            "backend), and it is not installed: pip install tf2onnx. Without it, move the "
+            "backend), and it is not installed: pip install 'twin-gpt[export]'. Or move the "
             "weights to PyTorch (course.tf.keras_to_torch) and export from there."
         )
     path = Path(path)
