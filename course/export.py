@@ -519,12 +519,11 @@ def export_run(out, fmt: str, *, int8: bool = False, file=None) -> tuple[Any, An
     suffix = f"{'.int8' if int8 else ''}.{fmt}"
     file = Path(file) if file is not None else out / EXPORT_FOLDER / f"model{suffix}"
     if framework == "torch":
-        if fmt == "tflite":
+        if fmt == "tflite" and int8:
             raise NotImplementedError(
-                "PyTorch -> TFLite needs litert-torch, which pins its own torch and is not "
-                "part of this course's extras; export the Keras twin instead (python -m "
-                "course.train --framework tf ..., or course.tf.convert.torch_to_keras) with "
-                "--format tflite, or use --format onnx"
+                "int8 PyTorch -> TFLite is not available here: export the Keras twin "
+                "(course.tf.convert.torch_to_keras) with --format tflite --int8, or use "
+                "--format onnx --int8"
             )
         from course.torch import export as backend
         from course.torch.train import load_model
@@ -539,6 +538,15 @@ def export_run(out, fmt: str, *, int8: bool = False, file=None) -> tuple[Any, An
         if int8:
             quantize_int8(fp32, file)
         exported = onnx_model(file, model.config)
+    elif framework == "torch":
+        backend.to_tflite(model, file)  # one shape: (1, block_size)
+        from course.tf.export import tflite_model  # the LiteRT runner (imports TensorFlow)
+
+        one = tflite_model(file, model.config, name="tflite fp32 (torch)")
+        exported = ExportedModel(
+            lambda idx: np.concatenate([one(row[None]) for row in idx]),  # a row at a time
+            model.config.vocab_size, model.config.block_size, one.name, path=file,
+        )  # fmt: skip
     else:
         backend.to_tflite(model, file, int8="dynamic" if int8 else None)
         exported = backend.tflite_model(file, model.config)

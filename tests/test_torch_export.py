@@ -253,3 +253,39 @@ def test_after_quiet_exporters_an_export_writes_nothing_to_stderr(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "exported" in result.stdout
     assert result.stderr.strip() == "", result.stderr[-3000:]
+
+
+def test_to_tflite_without_litert_torch_names_its_extra(tmp_path, monkeypatch):
+    import importlib.util
+
+    from course.torch.export import to_tflite
+
+    real = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "litert_torch" else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    with pytest.raises(ImportError, match=r"twin-gpt\[litert-torch\]"):
+        to_tflite(GPT(CONFIG), tmp_path / "gpt.tflite")
+    assert not (tmp_path / "gpt.tflite").exists()
+
+
+def test_to_tflite_with_litert_torch_gives_the_eager_logits(tmp_path):
+    """Runs where the litert-torch extra is installed (not in CI: it is its own extra)."""
+    pytest.importorskip("litert_torch")
+    interpreter = pytest.importorskip("ai_edge_litert.interpreter")
+    from course.torch.export import to_tflite
+
+    torch.manual_seed(3)
+    model = GPT(CONFIG).eval()
+    path = to_tflite(model, tmp_path / "gpt.tflite")
+    lite = interpreter.Interpreter(model_path=str(path))
+    lite.allocate_tensors()
+    given, out = lite.get_input_details()[0], lite.get_output_details()[0]
+    assert tuple(given["shape"]) == (1, CONFIG.block_size)
+    x = np.random.default_rng(4).integers(0, CONFIG.vocab_size, (1, CONFIG.block_size))
+    lite.set_tensor(given["index"], x.astype(given["dtype"]))
+    lite.invoke()
+    want = eager_model(model)(x)
+    assert np.abs(lite.get_tensor(out["index"]) - want).max() < 1e-4

@@ -116,6 +116,41 @@ def to_onnx(
     return path
 
 
+LITERT_TORCH_EXTRA = "pip install 'twin-gpt[litert-torch]'"
+
+
+def to_tflite(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write `model`'s logits as a TFLite (LiteRT) file with Google's `litert-torch`
+    converter, for idx of shape (1, block_size) int32 (the file's one shape: pad or crop
+    a context to it); returns the path. fp32.
+
+    litert-torch is its own optional extra (it brings JAX and its own converters, and
+    accepts torch < 2.15): without it this raises ImportError naming the extra, and the
+    Keras twin of the model exports to TFLite with `course.tf.export.to_tflite`.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("litert_torch") is None:
+        raise ImportError(
+            f"PyTorch -> TFLite needs litert-torch: {LITERT_TORCH_EXTRA}. Or export the Keras "
+            "twin of the model (course.tf.convert.torch_to_keras, then "
+            "course.tf.export.to_tflite), or use ONNX (to_onnx)"
+        )
+    import litert_torch
+
+    config = _config(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros((1, config.block_size), dtype=torch.long)
+    was_training = model.training
+    try:
+        edge = litert_torch.convert(_Logits(model).eval(), (example,))
+    finally:
+        model.train(was_training)
+    edge.export(str(path))
+    return path
+
+
 def eager_model(model: torch.nn.Module, name: str = "torch eager") -> ExportedModel:
     """The PyTorch model itself as an ExportedModel: numpy ids in, numpy logits out, run
     without gradients in eval mode (its mode restored after each call) on its device.
