@@ -346,9 +346,12 @@ def test_torchrun_runs_the_same_worker_through_run_from_env(tmp_path, monkeypatc
     import subprocess
 
     script = tmp_path / "train.py"
-    script.write_text(
+    script.write_text(  # one write of one short line: the two ranks share the pipe
+        "import sys\n"
         "from course.torch import _distributed_workers as workers, launch\n"
-        "print('result', launch.run_from_env(workers.echo, 'hi'))\n"
+        "result = launch.run_from_env(workers.echo, 'hi')\n"
+        "sys.stdout.write(f'result {result}\\n')\n"
+        "sys.stdout.flush()\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
