@@ -44,7 +44,7 @@ SEED = 1337
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/twin-gpt/twin-gpt/blob/v0.1.0/notebooks/10_export/10_export.ipynb)
 #
 # <!-- chapter card: written by `python -m autograde release` from solutions/chapters.toml -->
-# **Time:** about 40 min to work through; the code runs in at most 3 min on 2 CPU cores.
+# **Time:** about 40 min to work through; the code runs in at most 2 min on 2 CPU cores.
 #
 # **You will be able to**
 #
