@@ -1,11 +1,13 @@
 """One trained GPT exported from both frameworks (ONNX, TFLite; fp32 and int8) against eager.
 
 One model (shakespeare-char-cpu, 2000 steps; --run DIR, or trained here in a temporary
-folder) runs eight ways. From PyTorch: torch eager, onnxruntime on the fp32 ONNX export and
+folder) runs up to twelve ways. From PyTorch: torch eager, onnxruntime on the fp32 ONNX export and
 on its dynamic int8 quantization. From Keras, the same weights (`course.tf.torch_to_keras`):
 Keras eager, the LiteRT interpreter on the fp32 TFLite file, on its dynamic-range int8 file
 and on its full int8 file (activations too, calibrated on --calibration training windows),
-and onnxruntime on Keras' own ONNX export, which needs tf2onnx (the row says so without it).
+onnxruntime on Keras' own ONNX export and its int8 quantization, which need tf2onnx, and
+the LiteRT interpreter on PyTorch's own TFLite files (fp32, int8 weights) from litert-torch,
+an extra of its own (each row says why it is missing when its converter is).
 
 For each the table gives the size on disk (an .onnx file with its external data; eager: the
 float32 weights, the tied matrix once), the val loss on the same --windows validation
@@ -139,22 +141,47 @@ def unavailable(name: str, against: str, note: str) -> dict:
             "p90_ms": None, "note": note}  # fmt: skip
 
 
-def keras_onnx_row(keras_gpt, config, scratch: Path, reference, windows):
-    """(row, runner) of Keras' own ONNX export; or a row saying why there is none, and None."""
-    from course.export import onnx_model, size_on_disk
+def keras_onnx_rows(keras_gpt, config, scratch: Path, reference, windows) -> list:
+    """[(row, runner)] of Keras' own ONNX export and its int8 quantization; or rows saying
+    why there are none (runner None)."""
+    from course.export import onnx_model, quantize_int8, size_on_disk
     from course.tf import export as tf_export
 
-    name = "onnx fp32 (keras)"
+    names = ("onnx fp32 (keras)", "onnx int8 (keras)")
     try:
-        path = tf_export.to_onnx(keras_gpt, scratch / "gpt.keras.onnx")
-        runner = onnx_model(path, config, threads=1)
+        fp32 = tf_export.to_onnx(keras_gpt, scratch / "gpt.keras.onnx")
+        int8 = quantize_int8(fp32, scratch / "gpt.keras.int8.onnx")
     except Exception as err:  # ImportError without tf2onnx; a failed conversion otherwise
         if importlib.util.find_spec("tf2onnx") is None:
-            return unavailable(name, reference.name, "not available: tf2onnx not installed"), None
-        first = str(err).splitlines()[0] if str(err) else ""
-        note = f"not available: {type(err).__name__}: {first}"
-        return unavailable(name, reference.name, note), None
-    return measure(runner, size_on_disk(path), reference, windows), runner
+            note = "not available: tf2onnx not installed"
+        else:
+            note = f"not available: {type(err).__name__}: {str(err).partition(chr(10))[0]}"
+        return [(unavailable(name, reference.name, note), None) for name in names]
+    rows = []
+    for path in (fp32, int8):
+        runner = onnx_model(path, config, threads=1)
+        rows.append((measure(runner, size_on_disk(path), reference, windows), runner))
+    return rows
+
+
+def litert_torch_rows(model, config, scratch: Path, reference, windows) -> list:
+    """[(row, runner)] of PyTorch -> TFLite with litert-torch, fp32 and int8 weights (files
+    of one shape, (1, block_size): verified a window at a time); or rows saying why not."""
+    from course.export import size_on_disk
+    from course.tf.export import tflite_model
+    from course.torch.export import to_tflite
+
+    names = ("tflite fp32 (torch)", "tflite int8 (torch)")
+    if importlib.util.find_spec("litert_torch") is None:
+        note = "not available: litert-torch not installed (pip install 'twin-gpt[litert-torch]')"
+        return [(unavailable(name, reference.name, note), None) for name in names]
+    rows = []
+    for name, int8 in zip(names, (False, True), strict=True):
+        path = to_tflite(model, scratch / f"gpt.torch.{'int8' if int8 else 'fp32'}.tflite",
+                         int8=int8)  # fmt: skip
+        runner = tflite_model(path, config, threads=1, name=name)
+        rows.append((measure(runner, size_on_disk(path), reference, windows, 1), runner))
+    return rows
 
 
 def print_table(rows: list[dict]) -> None:
@@ -185,19 +212,27 @@ def checks_of(rows: dict[str, dict], full_scale: tuple[float, str, int]) -> dict
     checks["onnx_fp32_latency_ratio"] = {"value": ratio, "target": LATENCY_TARGET,
                                          "met": ratio <= LATENCY_TARGET, "file": STATIC,
                                          "dynamic_file_ratio": dynamic_ratio}  # fmt: skip
-    for key, fp32, int8 in (("onnx", onnx32, onnx8), ("tflite_dynamic", tfl32, tfl8)):
+    pairs = [("onnx", onnx32, onnx8), ("tflite_dynamic", tfl32, tfl8)]
+    for key, fp32_name, int8_name in (("onnx_keras", "onnx fp32 (keras)", "onnx int8 (keras)"),
+                                      ("tflite_torch", "tflite fp32 (torch)",
+                                       "tflite int8 (torch)")):  # fmt: skip
+        if rows[fp32_name]["note"] is None:
+            pairs.append((key, rows[fp32_name], rows[int8_name]))
+    for key, fp32, int8 in pairs:
         ratio = int8["bytes"] / fp32["bytes"]
         checks[f"{key}_size_ratio"] = {"value": ratio, "target": SIZE_TARGET,
                                        "met": ratio <= SIZE_TARGET, "int8_bytes": int8["bytes"],
                                        "fp32_bytes": fp32["bytes"]}  # fmt: skip
     fp32_rows = [("onnx_fp32", onnx32), ("onnx_fp32_static", rows[STATIC]), ("tflite_fp32", tfl32)]
-    if rows["onnx fp32 (keras)"]["note"] is None:
-        fp32_rows.append(("onnx_keras_fp32", rows["onnx fp32 (keras)"]))
+    for key, name in (("onnx_keras_fp32", "onnx fp32 (keras)"),
+                      ("tflite_torch_fp32", "tflite fp32 (torch)")):  # fmt: skip
+        if rows[name]["note"] is None:
+            fp32_rows.append((key, rows[name]))
     for key, row in fp32_rows:
         value = row["max_abs_logits"]
         checks[f"{key}_max_abs_logits"] = {"value": value, "target": FP32_ATOL,
                                            "met": value <= FP32_ATOL}  # fmt: skip
-    for key, fp32, int8 in (("onnx_int8", onnx32, onnx8), ("tflite_dynamic", tfl32, tfl8)):
+    for key, fp32, int8 in pairs:
         agree = int8["argmax_agreement"]
         checks[f"{key}_argmax_agreement"] = {"value": agree, "target": AGREEMENT_TARGET,
                                              "met": agree >= AGREEMENT_TARGET}  # fmt: skip
@@ -223,18 +258,27 @@ def print_checks(checks: dict) -> None:
     print(f"\nonnx fp32 latency     {c['value']:.2f} x torch eager's median (file of fixed shape)"
           f"   target <= {LATENCY_TARGET}: {met(c['met'])}\n{'':<21} "
           f"{c['dynamic_file_ratio']:.2f} x with the dynamic file; no target")  # fmt: skip
-    for key, label in (("onnx", "onnx int8 size"), ("tflite_dynamic", "tflite dyn size")):
+    int8_labels = {
+        "onnx": "onnx int8",
+        "tflite_dynamic": "tflite int8 dynamic",
+        "onnx_keras": "onnx int8 (keras)",
+        "tflite_torch": "tflite int8 (torch)",
+    }
+    int8_labels = {k: v for k, v in int8_labels.items() if f"{k}_size_ratio" in checks}
+    for key, label in int8_labels.items():
         c = checks[f"{key}_size_ratio"]
-        print(f"{label:<21} {c['int8_bytes']:,} / {c['fp32_bytes']:,} bytes = {c['value']:.1%}   "
+        print(f"{label + ' size':<25} {c['int8_bytes']:,} / {c['fp32_bytes']:,} bytes = "
+              f"{c['value']:.1%}   "
               f"target <= {SIZE_TARGET:.0%}: {met(c['met'])}")  # fmt: skip
     for key, label in (("onnx_fp32", "onnx fp32"), ("onnx_fp32_static", "onnx fp32 fixed"),
                        ("tflite_fp32", "tflite fp32"),
-                       ("onnx_keras_fp32", "onnx fp32 (keras)")):  # fmt: skip
+                       ("onnx_keras_fp32", "onnx fp32 (keras)"),
+                       ("tflite_torch_fp32", "tflite fp32 (torch)")):  # fmt: skip
         if f"{key}_max_abs_logits" in checks:
             c = checks[f"{key}_max_abs_logits"]
             print(f"{label:<21} max |Δlogits| {c['value']:.3g}   target <= {FP32_ATOL}: "
                   f"{met(c['met'])}")  # fmt: skip
-    for key, label in (("onnx_int8", "onnx int8"), ("tflite_dynamic", "tflite int8 dynamic")):
+    for key, label in int8_labels.items():
         c = checks[f"{key}_argmax_agreement"]
         print(f"{label:<21} argmax {c['value']:.2%} agree with eager   target >= "
               f"{AGREEMENT_TARGET:.0%}: {met(c['met'])}")  # fmt: skip
@@ -336,10 +380,12 @@ def main() -> None:
             runners[name] = tf_export.tflite_model(path, config, threads=1, name=name)
             rows[name] = measure(runners[name], size_on_disk(path), keras_reference, windows)
         full_scale = largest_int8_scale(scratch / "gpt.full.tflite")
-        row, runner = keras_onnx_row(keras_gpt, config, scratch, keras_reference, windows)
-        rows[row["model"]] = row
-        if runner is not None:
-            runners[row["model"]] = runner
+        for row, runner in keras_onnx_rows(
+            keras_gpt, config, scratch, keras_reference, windows
+        ) + litert_torch_rows(model, config, scratch, torch_reference, windows):
+            rows[row["model"]] = row
+            if runner is not None:
+                runners[row["model"]] = runner
 
         # Every model timed in the same rounds
         for name, (median, p90) in latencies_ms(runners, idx, args.runs).items():

@@ -519,12 +519,6 @@ def export_run(out, fmt: str, *, int8: bool = False, file=None) -> tuple[Any, An
     suffix = f"{'.int8' if int8 else ''}.{fmt}"
     file = Path(file) if file is not None else out / EXPORT_FOLDER / f"model{suffix}"
     if framework == "torch":
-        if fmt == "tflite" and int8:
-            raise NotImplementedError(
-                "int8 PyTorch -> TFLite is not available here: export the Keras twin "
-                "(course.tf.convert.torch_to_keras) with --format tflite --int8, or use "
-                "--format onnx --int8"
-            )
         from course.torch import export as backend
         from course.torch.train import load_model
     else:
@@ -539,10 +533,11 @@ def export_run(out, fmt: str, *, int8: bool = False, file=None) -> tuple[Any, An
             quantize_int8(fp32, file)
         exported = onnx_model(file, model.config)
     elif framework == "torch":
-        backend.to_tflite(model, file)  # one shape: (1, block_size)
+        backend.to_tflite(model, file, int8=int8)  # one shape: (1, block_size)
         from course.tf.export import tflite_model  # the LiteRT runner (imports TensorFlow)
 
-        one = tflite_model(file, model.config, name="tflite fp32 (torch)")
+        name = f"tflite {'int8' if int8 else 'fp32'} (torch)"
+        one = tflite_model(file, model.config, name=name)
         exported = ExportedModel(
             lambda idx: np.concatenate([one(row[None]) for row in idx]),  # a row at a time
             model.config.vocab_size, model.config.block_size, one.name, path=file,

@@ -289,3 +289,34 @@ def test_to_tflite_with_litert_torch_gives_the_eager_logits(tmp_path):
     lite.invoke()
     want = eager_model(model)(x)
     assert np.abs(lite.get_tensor(out["index"]) - want).max() < 1e-4
+
+
+def test_to_tflite_int8_with_litert_torch_keeps_the_trained_model(model, successor, tmp_path):
+    """Runs where the litert-torch extra is installed (not in CI: it is its own extra).
+    int8 weights: a smaller file, the trained model's predictions kept. (In a model this
+    small the graph's own bytes weigh as much as its weights: half the fp32 file, not the
+    quarter a larger model's int8 file comes to.)"""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_quantizer")
+    from course.tf.export import tflite_model
+    from course.torch.export import to_tflite
+
+    fp32 = to_tflite(model, tmp_path / "gpt.tflite")
+    int8 = to_tflite(model, tmp_path / "gpt.int8.tflite", int8=True)
+    assert size_on_disk(int8) < 0.6 * size_on_disk(fp32)
+    one = tflite_model(int8, CONFIG, threads=1)
+    row_at_a_time = ExportedModel(
+        lambda idx: np.concatenate([one(r[None]) for r in idx]), CONFIG.vocab_size,
+        CONFIG.block_size, "tflite int8 (torch)",
+    )  # fmt: skip
+    report = verify(row_at_a_time, eager_model(model), markov_windows(32, 5, successor))
+    assert report.argmax_agreement >= 0.98, report.format()
+    assert abs(report.loss_gap) <= 0.02 * report.reference_val_loss, report.format()
+    assert report.max_abs_logits > 1e-6  # quantized: not the fp32 file again
+
+
+def test_to_tflite_int8_must_be_a_bool(tmp_path):
+    from course.torch.export import to_tflite
+
+    with pytest.raises(TypeError, match="int8 must be True or False"):
+        to_tflite(GPT(CONFIG), tmp_path / "gpt.tflite", int8="dynamic")

@@ -17,7 +17,10 @@ functions that use them.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -119,10 +122,12 @@ def to_onnx(
 LITERT_TORCH_EXTRA = "pip install 'twin-gpt[litert-torch]'"
 
 
-def to_tflite(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
+def to_tflite(model: torch.nn.Module, path: str | os.PathLike[str], *, int8: bool = False) -> Path:
     """Write `model`'s logits as a TFLite (LiteRT) file with Google's `litert-torch`
     converter, for idx of shape (1, block_size) int32 (the file's one shape: pad or crop
-    a context to it); returns the path. fp32.
+    a context to it); returns the path. fp32, or with `int8` its weights in int8 (one scale
+    per output channel, activations in float: ai-edge-quantizer's dynamic_wi8_afp32, which
+    litert-torch brings), like `course.tf.export.to_tflite(..., int8="dynamic")`.
 
     litert-torch is its own optional extra (it brings JAX and its own converters, and
     accepts torch < 2.15): without it this raises ImportError naming the extra, and the
@@ -130,11 +135,16 @@ def to_tflite(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     """
     import importlib.util
 
-    if importlib.util.find_spec("litert_torch") is None:
+    if not isinstance(int8, bool):
+        raise TypeError(f"int8 must be True or False, got {int8!r}")
+    needed = ("litert_torch", "ai_edge_quantizer")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
         raise ImportError(
-            f"PyTorch -> TFLite needs litert-torch: {LITERT_TORCH_EXTRA}. Or export the Keras "
-            "twin of the model (course.tf.convert.torch_to_keras, then "
-            "course.tf.export.to_tflite), or use ONNX (to_onnx)"
+            f"PyTorch -> TFLite needs litert-torch ({', '.join(missing)} not found): "
+            f"{LITERT_TORCH_EXTRA}. Or export the Keras twin of the model "
+            "(course.tf.convert.torch_to_keras, then course.tf.export.to_tflite), or use "
+            "ONNX (to_onnx)"
         )
     import litert_torch
 
@@ -143,11 +153,27 @@ def to_tflite(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros((1, config.block_size), dtype=torch.long)
     was_training = model.training
-    try:
-        edge = litert_torch.convert(_Logits(model).eval(), (example,))
-    finally:
-        model.train(was_training)
-    edge.export(str(path))
+    # Both tools print their progress (a line per stage) to stdout: kept out of the
+    # caller's output; their errors are exceptions.
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            edge = litert_torch.convert(_Logits(model).eval(), (example,))
+        finally:
+            model.train(was_training)
+        if not int8:
+            edge.export(str(path))
+            return path
+        from ai_edge_quantizer import quantizer, recipe
+
+        with tempfile.TemporaryDirectory(prefix="tflite-fp32-") as tmp:
+            fp32 = Path(tmp) / "fp32.tflite"
+            edge.export(str(fp32))
+            quant = quantizer.Quantizer(str(fp32))
+            quant.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+            result = quant.quantize()
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(result.quantized_model)
+    partial.replace(path)  # a failed run leaves no half-written file at `path`
     return path
 
 
