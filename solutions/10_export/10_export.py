@@ -528,9 +528,11 @@ plt.show()
 # - Both frameworks export the GPT to files that give its logits to ~2e-5 (float32 sums
 #   in another order) and its greedy text token for token: PyTorch to ONNX
 #   (`torch.onnx.export(dynamo=True)`), Keras to TFLite (builtin ops only) and to ONNX
-#   (through `tf2onnx`). PyTorch to TFLite needs `litert-torch`, which pins its own torch
-#   and is not in this course's extras. So "PyTorch relies on ONNX" is true, and Keras
-#   reaches both formats from the same model.
+#   (through `tf2onnx`). PyTorch to TFLite needs `litert-torch`, an extra of its own
+#   (`pip install 'twin-gpt[litert-torch]'`: it accepts only torch < 2.15 and brings JAX);
+#   with it the PyTorch model reaches TFLite too (fp32 within 3e-5, int8 weights at 29 %
+#   of the file, `benchmarks/export.py`). So "PyTorch relies on ONNX" is true of what is
+#   built in, and Keras reaches both formats from the same model.
 # - int8 weights (ONNX's dynamic quantization, TFLite's dynamic range) cut the file to
 #   26–29 % and keep 98–99 % of the predictions, the loss within 0.2 % (measured at full
 #   size, `benchmarks/export.py`); full-integer int8, what the smallest
@@ -538,7 +540,8 @@ plt.show()
 #   a model meant for such a device needs a finite mask value, or the mask applied after
 #   the softmax. "Wins on the edge" depends on the edge.
 # - On this CPU at batch 1 over 64 tokens, one thread: PyTorch eager 2.1 ms, ONNX Runtime
-#   1.3 ms (0.8 ms int8), TFLite 1.0 ms (0.5 ms with int8 weights), Keras eager ~40 ms
+#   1.3 ms (1.2 ms from a file exported for that one shape, 0.8 ms int8), TFLite 1.0 ms
+#   (0.5 ms with int8 weights), Keras eager ~40 ms
 #   (Keras' own work per call). The exported runtimes win at batch 1: no Python between
 #   the operations.
 
