@@ -21,6 +21,7 @@ from typing import Any
 from course.checks import check_int
 
 ATTN_IMPLS = ("manual", "sdpa", "triton")
+OPTIMIZERS = ("adamw", "muon")
 TOKENIZERS = ("char", "bpe")
 
 
@@ -105,6 +106,11 @@ class TrainConfig:
     threads: int = 0  # intra-op threads (course.runtime.set_threads); 0 = one per usable core
     lora_r: int = 0  # LoRA rank when fine-tuning (chapter 08); 0 trains every weight instead
     lora_alpha: float = 16.0  # LoRA's update is scaled by lora_alpha / lora_r (peft's default 16)
+    optimizer: str = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW for the rest
+    time_budget_s: float = 0.0  # > 0: stop after this many seconds of training (evaluation
+    # excluded) or max_iters steps, whichever comes first; the cosine follows the time used
+    full_val: bool = False  # at the end, the loss on the whole validation split (every
+    # target once) as metrics["full_val_loss"], beside the sampled estimate
 
     def __post_init__(self) -> None:
         for name, minimum in (
@@ -132,6 +138,9 @@ class TrainConfig:
         _check_float("beta2", self.beta2, 0.0, 1.0)
         _check_float("grad_clip", self.grad_clip, 0.0)
         _check_float("lora_alpha", self.lora_alpha, 0.0)
+        _check_float("time_budget_s", self.time_budget_s, 0.0)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         _check_float("val_fraction", self.val_fraction, 0.0, 1.0)
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(
@@ -140,7 +149,7 @@ class TrainConfig:
             )
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
-        for name in ("compile",):
+        for name in ("compile", "full_val"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
 
@@ -163,22 +172,29 @@ def _from_dict(cls, values: dict[str, Any]):
     return cls(**values)
 
 
-def lr_at(step: int, train: TrainConfig) -> float:
+def lr_at(step: int, train: TrainConfig, progress: float | None = None) -> float:
     """The learning rate for optimizer step `step` (0-based): warm-up, cosine, then flat.
 
     Linear warm-up over `warmup_iters` steps (step 0 gets learning_rate / warmup_iters, not
     0, so the first step already learns), then a cosine from learning_rate down to min_lr at
     `lr_decay_iters`, then min_lr. Both frameworks call this one function.
+
+    A run with a time budget passes `progress`, the fraction of the budget used so far
+    (0..1): after the warm-up the cosine follows it instead of the step count, so the rate
+    reaches min_lr when the time runs out, however many steps that took.
     """
     if step < train.warmup_iters:
         return train.learning_rate * (step + 1) / train.warmup_iters
-    if step >= train.lr_decay_iters:
-        return train.min_lr
-    span = train.lr_decay_iters - train.warmup_iters
-    if span <= 0:  # the warm-up already reaches the end of the decay
-        return train.min_lr
-    progress = (step - train.warmup_iters) / span
-    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    if progress is not None:
+        position = min(max(float(progress), 0.0), 1.0)
+    else:
+        if step >= train.lr_decay_iters:
+            return train.min_lr
+        span = train.lr_decay_iters - train.warmup_iters
+        if span <= 0:  # the warm-up already reaches the end of the decay
+            return train.min_lr
+        position = (step - train.warmup_iters) / span
+    cosine = 0.5 * (1.0 + math.cos(math.pi * position))  # 1 -> 0
     return train.min_lr + cosine * (train.learning_rate - train.min_lr)
 
 
@@ -294,3 +310,13 @@ def get_preset(name: str, overrides: dict[str, Any] | None = None) -> Preset:
         model=preset.model.replace(**model_changes),
         train=preset.train.replace(**train_changes),
     )
+
+
+def check_resumed_optimizer(state: dict[str, Any], train: TrainConfig) -> None:
+    """A run resumes with the optimizer it was started with (its state has that shape)."""
+    saved = (state.get("train_config") or {}).get("optimizer", "adamw")  # older runs: AdamW
+    if saved != train.optimizer:
+        raise ValueError(
+            f"the checkpoint was trained with optimizer {saved!r}, the preset asks for "
+            f"{train.optimizer!r}: resume with the same optimizer"
+        )

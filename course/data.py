@@ -655,3 +655,23 @@ def get_batch(
     data = as_token_array(data)
     offsets = batch_offsets(len(data), batch_size, block_size, rng)
     return blocks_at(data, offsets, block_size)
+
+
+def split_windows(data: Any, block_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole of `data` as consecutive windows: x, y int64 (N, block_size), y the next
+    tokens, every target data[1:] exactly once. The last window may be short: its x is
+    padded with 0 and its y with -1 (a target the models' loss leaves out). Scoring a model
+    on these windows gives the loss on the whole split, each token predicted once from the
+    tokens before it in its window (at most block_size - 1 of them), not an estimate from
+    random batches."""
+    check_int("block_size", block_size, 1)
+    data = as_token_array(data)
+    targets = len(data) - 1
+    if targets < 1:
+        raise ValueError(f"a split needs at least 2 tokens to hold a target, got {len(data)}")
+    n = -(-targets // block_size)  # windows, the last one possibly short
+    x = np.zeros(n * block_size, dtype=np.int64)
+    y = np.full(n * block_size, -1, dtype=np.int64)
+    x[:targets] = data[:-1]
+    y[:targets] = data[1:]
+    return x.reshape(n, block_size), y.reshape(n, block_size)

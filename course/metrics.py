@@ -34,6 +34,7 @@ __all__ = [
     "KERAS_CHECKPOINT",
     "EventLog",
     "peak_rss_mb",
+    "progress_bar",
     "read_events",
 ]
 
@@ -47,6 +48,19 @@ def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def progress_bar(train_cfg, step: int, trained_seconds: float, enabled: bool, desc: str):
+    """The trainers' tqdm bar: in steps (to max_iters), or, with a time budget, in seconds
+    of training (to time_budget_s; update it by each step's seconds)."""
+    from tqdm.auto import tqdm
+
+    budget = train_cfg.time_budget_s
+    if budget > 0:
+        return tqdm(total=budget, initial=min(trained_seconds, budget), disable=not enabled,
+                    desc=desc, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
+                    "[{elapsed}<{remaining}{postfix}]")  # fmt: skip
+    return tqdm(total=train_cfg.max_iters, initial=step, disable=not enabled, desc=desc)
 
 
 class EventLog:

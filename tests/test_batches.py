@@ -16,7 +16,14 @@ import pytest
 from conftest import SHARED_DATA_DIR, needs_shared_corpus
 
 from course import data
-from course.data import batch_offsets, get_batch, prepare_tokens, token_file, train_val_split
+from course.data import (
+    batch_offsets,
+    get_batch,
+    prepare_tokens,
+    split_windows,
+    token_file,
+    train_val_split,
+)
 
 needs_torch = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None, reason="torch is not installed"
@@ -428,3 +435,24 @@ def test_eval_seed_is_fixed_per_run_seed_and_step():
     seeds = {data.eval_seed(seed, step) for seed in (0, 1, 1337) for step in (0, 1, 250, 500)}
     assert len(seeds) == 12  # another step or another run: other evaluation batches
     assert all(0 <= seed < 2**32 for seed in seeds)
+
+
+@pytest.mark.parametrize(("n", "block"), [(11, 5), (10, 3), (2, 4), (9, 8), (9, 1)])
+def test_split_windows_hold_every_target_once_in_order(n, block):
+    data = np.arange(100, 100 + n, dtype=np.uint16)
+    x, y = split_windows(data, block)
+    assert x.shape == y.shape and x.shape[1] == block and x.dtype == y.dtype == np.int64
+    kept = y != -1
+    assert list(y[kept]) == list(range(101, 100 + n)), "data[1:], each once, in order"
+    assert list(x[kept]) == list(range(100, 99 + n)), "each target's x is the token before it"
+    assert len(x) == -(-(n - 1) // block), "no window more than needed"
+    assert (y[:-1] != -1).all(), "only the last window may be short"
+    # within a window, the context is the tokens before it in that window: x[i, 0] starts it
+    assert list(x[:, 0][: (n - 1) // block]) == [100 + i * block for i in range((n - 1) // block)]
+
+
+def test_split_windows_refuse_a_split_without_a_target():
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        split_windows(np.array([5], dtype=np.uint16), 4)
+    with pytest.raises(ValueError, match="block_size"):
+        split_windows(np.arange(10), 0)

@@ -121,3 +121,31 @@ def test_learning_rate_schedule():
 def test_schedule_without_room_to_decay():
     t = TrainConfig(warmup_iters=20, lr_decay_iters=10, max_iters=10)
     assert lr_at(25, t) == t.min_lr
+
+
+def test_a_time_budget_moves_the_cosine_by_the_time_used():
+    t = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=2000,
+                    time_budget_s=300.0)  # fmt: skip
+    assert lr_at(4, t, progress=0.9) == pytest.approx(5e-4), "the warm-up still counts steps"
+    assert lr_at(10, t, progress=0.0) == pytest.approx(1e-3)
+    assert lr_at(10, t, progress=0.5) == pytest.approx((1e-3 + 1e-4) / 2)
+    assert lr_at(50_000, t, progress=0.5) == pytest.approx((1e-3 + 1e-4) / 2), "not the steps"
+    assert lr_at(10, t, progress=0.25) == pytest.approx(
+        1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi / 4))
+    )
+    assert lr_at(10, t, progress=1.0) == pytest.approx(1e-4)
+    assert lr_at(10, t, progress=1.7) == pytest.approx(1e-4), "past the budget: min_lr"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error", "match"),
+    [
+        ("optimizer", "sgd", ValueError, "optimizer must be one of"),
+        ("time_budget_s", -1.0, ValueError, "time_budget_s"),
+        ("time_budget_s", float("nan"), ValueError, "time_budget_s"),
+        ("full_val", 1, TypeError, "full_val must be True or False"),
+    ],
+)
+def test_speedrun_fields_are_checked(field, value, error, match):
+    with pytest.raises(error, match=match):
+        TrainConfig(**{field: value})

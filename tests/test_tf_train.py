@@ -626,3 +626,90 @@ def test_estimate_loss_takes_any_batch_size_on_the_same_model():
                          for _ in range(2))
         ])  # fmt: skip
         assert got == pytest.approx(want, rel=1e-6), batch_size
+
+
+# --- Speedrun settings: a time budget, Muon, the whole validation split -------------------
+
+
+def test_schedule_with_a_time_budget_is_lr_at_with_progress():
+    t = _preset(warmup_iters=10).train
+    used = tf.Variable(0.0, dtype=tf.float64)
+    schedule = WarmupCosine.from_train_config(t, used)
+    for step, progress in ((3, 0.9), (10, 0.0), (10, 0.25), (500, 0.5), (40, 1.0), (40, 1.4)):
+        used.assign(progress)
+        assert float(schedule(tf.constant(step))) == pytest.approx(
+            lr_at(step, t, progress), rel=1e-6
+        ), (step, progress)
+
+
+def test_muon_steps_as_the_pytorch_trainer_does():
+    """Keras' Muon (Muon on the blocks' matrices, Adam on the rest, rms_rate 0.2) and the
+    PyTorch trainer's MuonAdamW (match_rms_adamw) give the same losses and weights, step for
+    step, from the same weights on the same batches; with clipping and decay acting."""
+    preset = _preset(optimizer="muon", learning_rate=3e-3, grad_clip=0.5, max_iters=12,
+                     warmup_iters=3, lr_decay_iters=12)  # fmt: skip
+    torch.manual_seed(0)
+    torch_model = TorchGPT(preset.model)
+    keras_model = torch_to_keras(torch_model.state_dict(), KerasGPT(preset.model))
+    ours = train(preset, data=TOKENS, model=keras_model, progress=False, jit_compile=False)
+    theirs = torch_train(preset, data=TOKENS, model=torch_model, progress=False)
+    assert type(ours.optimizer).__name__ == "Muon"
+
+    def losses(result):
+        return np.array([e["loss"] for e in result.history if e["event"] == "train"])
+
+    np.testing.assert_allclose(losses(ours), losses(theirs), rtol=2e-4)
+    block = torch_model.transformer.h[0].mlp.c_fc.weight.detach().numpy()
+    np.testing.assert_allclose(keras_model.h[0].mlp.c_fc.kernel.numpy(), block.T, atol=2e-4)
+    wte = torch_model.transformer.wte.weight.detach().numpy()
+    np.testing.assert_allclose(keras_model.wte.embeddings.numpy(), wte, atol=2e-4)
+    # and Muon is not AdamW: the same run with AdamW ends elsewhere
+    adamw = torch_train(_preset(learning_rate=3e-3, grad_clip=0.5, max_iters=12, warmup_iters=3,
+                                lr_decay_iters=12), data=TOKENS, progress=False)  # fmt: skip
+    assert not np.allclose(losses(adamw)[-4:], losses(theirs)[-4:], rtol=1e-3)
+
+
+def test_a_time_budget_ends_the_keras_run_with_the_time(tmp_path):
+    budget = 2.0
+    preset = _preset(max_iters=10**6, time_budget_s=budget, warmup_iters=5,
+                     eval_interval=10**6)  # fmt: skip
+    result = train(preset, tmp_path, data=TOKENS, progress=False, jit_compile=False)
+    metrics = result.metrics
+    steps = [e for e in result.history if e["event"] == "train"]
+    assert 10 < metrics["iters"] < 10**6
+    one_step = max(e["ms_per_iter"] for e in steps) / 1000
+    assert budget <= metrics["train_seconds"] < budget + one_step + 0.05
+    t = preset.train
+    assert steps[-1]["lr"] < t.min_lr + 0.05 * (t.learning_rate - t.min_lr)
+    assert result.history[-1]["event"] == "eval" and result.history[-1]["iter"] == metrics["iters"]
+    state, _ = load_checkpoint(tmp_path)
+    assert state["trained_seconds"] == pytest.approx(metrics["train_seconds"])
+    again = train(preset, tmp_path, data=TOKENS, resume=True, progress=False, jit_compile=False)
+    assert again.metrics["iters"] == metrics["iters"]
+
+
+def test_full_val_loss_is_the_pytorch_trainers_on_the_same_weights():
+    from course.tf.train import full_split_loss as keras_full
+    from course.torch.train import full_split_loss as torch_full
+
+    config = get_preset("nano").model
+    torch.manual_seed(2)
+    torch_model = TorchGPT(config)
+    keras_model = torch_to_keras(torch_model.state_dict(), KerasGPT(config))
+    val = TOKENS[1][:1001]  # 1000 targets: windows of 32 leave a short last one
+    want = torch_full(torch_model, val, config.block_size)
+    assert keras_full(keras_model, val, config.block_size) == pytest.approx(want, rel=1e-5)
+    assert keras_full(keras_model, val, config.block_size, batch_size=7) == pytest.approx(
+        want, rel=1e-5
+    )
+    # and it is the whole split: the first 500 targets alone give another number
+    assert keras_full(keras_model, val[:501], config.block_size) != pytest.approx(want, rel=1e-4)
+
+
+def test_speedrun_settings_under_a_strategy_are_refused():
+    from course.tf.distributed import mirrored_strategy
+
+    strategy = mirrored_strategy(1)
+    for changes in ({"time_budget_s": 5.0}, {"optimizer": "muon"}):
+        with pytest.raises(ValueError, match="for one device"):
+            train(_preset(**changes), data=TOKENS, progress=False, strategy=strategy)

@@ -459,3 +459,103 @@ def test_fine_tuning_refuses_another_shape_a_lora_base_and_other_lora_settings(t
     with pytest.raises(ValueError, match="LoRA settings"):
         train(nano(max_iters=4, lora_r=3), tmp_path / "lora", data=data, resume=True,
               progress=False)  # fmt: skip
+
+
+# --- Speedrun settings: a time budget, Muon, the whole validation split -------------------
+
+
+def test_a_time_budget_ends_training_and_the_cosine_with_the_time(tmp_path):
+    budget = 1.5
+    preset = nano(max_iters=10**6, time_budget_s=budget, warmup_iters=5, log_interval=1,
+                  eval_interval=10**6)  # fmt: skip
+    result = train(preset, tmp_path, data=random_tokens(), progress=False)
+    steps = [e for e in result.history if e["event"] == "train"]
+    metrics = result.metrics
+    assert 20 < metrics["iters"] < 10**6, "stopped by the clock, not by max_iters"
+    one_step = max(e["ms_per_iter"] for e in steps) / 1000
+    assert budget <= metrics["train_seconds"] < budget + one_step + 0.05
+    assert metrics["seconds"] >= metrics["train_seconds"]
+    # the cosine followed the time: the last step's rate is near min_lr, not mid-way down
+    t = preset.train
+    assert steps[-1]["lr"] < t.min_lr + 0.05 * (t.learning_rate - t.min_lr)
+    assert steps[len(steps) // 2]["lr"] > t.min_lr + 0.2 * (t.learning_rate - t.min_lr)
+    # the run ends with an evaluation and a checkpoint that knows the time used
+    assert result.history[-1]["event"] == "eval" and result.history[-1]["iter"] == metrics["iters"]
+    assert load_checkpoint(tmp_path / CHECKPOINT)["trained_seconds"] == metrics["train_seconds"]
+    # resuming a run whose budget is spent trains no further
+    again = train(preset, tmp_path, data=random_tokens(), resume=True, progress=False)
+    assert again.metrics["iters"] == metrics["iters"]
+
+
+def test_full_val_loss_is_every_target_once(tmp_path):
+    train_ids, val_ids = random_tokens(6000)
+    val_ids = val_ids[:333]  # windows of 32 do not divide it: the last one is short
+    preset = nano(max_iters=20, full_val=True)
+    result = train(preset, data=(train_ids, val_ids), progress=False)
+    model = result.model.eval()
+    # by hand: each position t predicts val[t + 1] from at most block_size tokens before it,
+    # the windows starting at 0, 32, 64, ...
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(val_ids) - 1, 32):
+            x = torch.as_tensor(val_ids[start : start + 32].astype(np.int64))[None]
+            y = torch.as_tensor(val_ids[start + 1 : start + 33].astype(np.int64))[None]
+            x = x[:, : y.shape[1]]
+            logits, _ = model(x)
+            total += torch.nn.functional.cross_entropy(logits[0], y[0], reduction="sum").item()
+            count += y.shape[1]
+    assert count == len(val_ids) - 1
+    assert result.metrics["full_val_loss"] == pytest.approx(total / count, rel=1e-5)
+    assert train(nano(max_iters=2), data=random_tokens(), progress=False).metrics[
+        "full_val_loss"] is None  # fmt: skip
+
+
+def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
+    from course.torch.train import MuonAdamW
+
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=8, bias=True))
+    optimizer = configure_optimizer(model, nano(optimizer="muon").train)
+    assert isinstance(optimizer, MuonAdamW)
+    names = {id(p): name for name, p in model.named_parameters()}
+    muon = {names[id(p)] for g in optimizer.muon.param_groups for p in g["params"]}
+    adamw = {names[id(p)] for g in optimizer.adamw.param_groups for p in g["params"]}
+    assert "transformer.h.0.attn.c_attn.weight" in muon
+    assert "transformer.h.1.mlp.c_proj.weight" in muon
+    assert {"transformer.wte.weight", "transformer.wpe.weight"} <= adamw  # the tied head too
+    assert "transformer.h.0.ln_1.weight" in adamw and "transformer.h.0.attn.c_attn.bias" in adamw
+    assert not muon & adamw and len(muon | adamw) == len(list(model.parameters()))
+    assert optimizer.muon.param_groups[0]["adjust_lr_fn"] == "match_rms_adamw"
+    # one learning rate for both, set through param_groups as train_step sets it
+    for group in optimizer.param_groups:
+        group["lr"] = 0.123
+    assert {g["lr"] for o in (optimizer.muon, optimizer.adamw) for g in o.param_groups} == {0.123}
+
+
+def test_a_muon_run_learns_and_resumes_exactly(tmp_path):
+    stream = np.random.default_rng(3).permutation(65)[np.arange(6000) % 65].astype(np.uint16)
+    data = (stream[:5000], stream[5000:])  # each token has one successor: learnable
+    settings = dict(max_iters=30, lr_decay_iters=30, eval_interval=10, log_interval=1,
+                    optimizer="muon", learning_rate=3e-3)  # fmt: skip
+    whole = train(nano(**settings), tmp_path / "whole", data=data, progress=False)
+    losses = [e["loss"] for e in whole.history if e["event"] == "train"]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.1
+    halves = tmp_path / "halves"
+    train(nano(**{**settings, "max_iters": 15, "eval_interval": 15}), halves, data=data,
+          progress=False)  # fmt: skip
+    resumed = train(nano(**settings), halves, data=data, resume=True, progress=False)
+    for name, value in whole.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], value), name
+    # an AdamW checkpoint does not resume as Muon
+    adamw = tmp_path / "adamw"
+    train(nano(max_iters=2), adamw, data=data, progress=False)
+    with pytest.raises(ValueError, match="same optimizer"):
+        train(nano(max_iters=4, optimizer="muon"), adamw, data=data, resume=True, progress=False)
+
+
+def test_a_time_budget_is_refused_for_several_ranks():
+    from course.torch.train import _train
+
+    with pytest.raises(ValueError, match="time_budget_s needs one process"):
+        _train(nano(time_budget_s=5.0), None, data=random_tokens(), tokenizer=None,
+               resume=False, progress=False, callback=None, model=None, init_from=None,
+               rank=0, world_size=2)  # fmt: skip

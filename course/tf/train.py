@@ -67,10 +67,17 @@ import numpy as np
 
 from course import runtime
 from course.adapters import ADAPTER_FILE, check_fine_tuning_base, check_resumed_lora, run_lora
-from course.config import GPTConfig, Preset, TrainConfig, lr_at
-from course.data import check_tokens, corpus_tokens, eval_seed, get_batch
+from course.config import GPTConfig, Preset, TrainConfig, check_resumed_optimizer, lr_at
+from course.data import (
+    check_int,
+    check_tokens,
+    corpus_tokens,
+    eval_seed,
+    get_batch,
+    split_windows,
+)
 from course.files import replace_atomically, write_json, write_text
-from course.metrics import KERAS_CHECKPOINT, METRICS, EventLog, peak_rss_mb
+from course.metrics import KERAS_CHECKPOINT, METRICS, EventLog, peak_rss_mb, progress_bar
 from course.tf.data import make_dataset
 from course.tf.model import GPT, lm_loss
 from course.tokenizers import tokenizer_from_state, tokenizer_state
@@ -95,19 +102,26 @@ _LEGACY = f"{_SIDE}old"  # earlier versions' previous checkpoint, while they swa
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     """`course.config.lr_at` in TensorFlow ops: linear warm-up, cosine, then flat."""
 
-    def __init__(self, learning_rate, min_lr, warmup_iters, lr_decay_iters) -> None:
+    def __init__(self, learning_rate, min_lr, warmup_iters, lr_decay_iters, progress=None):
         self.learning_rate, self.min_lr = float(learning_rate), float(min_lr)
         self.warmup_iters, self.lr_decay_iters = int(warmup_iters), int(lr_decay_iters)
+        # A time-budgeted run's fraction of the budget used (a float64 tf.Variable the
+        # trainer updates after each step): the cosine follows it, as lr_at's `progress`.
+        self.progress = progress
 
     @classmethod
-    def from_train_config(cls, train_cfg: TrainConfig) -> WarmupCosine:
+    def from_train_config(cls, train_cfg: TrainConfig, progress=None) -> WarmupCosine:
         t = train_cfg
-        return cls(t.learning_rate, t.min_lr, t.warmup_iters, t.lr_decay_iters)
+        return cls(t.learning_rate, t.min_lr, t.warmup_iters, t.lr_decay_iters, progress)
 
     def __call__(self, step):
         step = tf.cast(step, tf.float64)
         peak, low = self.learning_rate, tf.constant(self.min_lr, tf.float64)
         warm = peak * (step + 1.0) / max(self.warmup_iters, 1)
+        if self.progress is not None:
+            position = tf.clip_by_value(tf.cast(self.progress, tf.float64), 0.0, 1.0)
+            cosine = low + 0.5 * (1.0 + tf.cos(math.pi * position)) * (peak - low)
+            return tf.cast(tf.where(step < self.warmup_iters, warm, cosine), tf.float32)
         span = max(self.lr_decay_iters - self.warmup_iters, 1)
         progress = tf.clip_by_value((step - self.warmup_iters) / span, 0.0, 1.0)
         cosine = low + 0.5 * (1.0 + tf.cos(math.pi * progress)) * (peak - low)
@@ -151,12 +165,35 @@ def _several_replicas(context) -> bool:
     return context.num_replicas_in_sync > 1
 
 
-def configure_optimizer(model: GPT, train_cfg: TrainConfig) -> keras.optimizers.AdamW:
+def configure_optimizer(model: GPT, train_cfg: TrainConfig, progress=None):
     """AdamW as in the PyTorch trainer: decay on matrices only, global-norm clipping (of the
-    whole batch's gradient, also when a strategy splits the batch over replicas)."""
+    whole batch's gradient, also when a strategy splits the batch over replicas).
+
+    With train_cfg.optimizer "muon": `keras.optimizers.Muon`, Muon on the blocks' matrices
+    and Adam with decoupled decay on the embeddings and the vectors (as the PyTorch
+    trainer's `MuonAdamW`; one device only). `progress`: WarmupCosine's, for a time budget.
+    """
     t = train_cfg
+    vectors = [v for v in model.trainable_variables if len(v.shape) < 2]
+    if t.optimizer == "muon":
+        optimizer = keras.optimizers.Muon(
+            learning_rate=WarmupCosine.from_train_config(t, progress),
+            weight_decay=t.weight_decay,
+            adam_weight_decay=t.weight_decay,
+            adam_beta_1=t.beta1,
+            adam_beta_2=t.beta2,
+            epsilon=1e-8,  # PyTorch's default (Keras' is 1e-7)
+            global_clipnorm=t.grad_clip if t.grad_clip > 0 else None,
+            exclude_embeddings=True,  # wte and wpe (the tied head with wte): Adam
+            momentum=MUON_MOMENTUM,
+            nesterov=True,
+            rms_rate=0.2,  # updates the size of AdamW's: PyTorch's "match_rms_adamw"
+            name="muon",
+        )
+        optimizer.exclude_from_weight_decay(var_list=vectors)
+        return optimizer
     optimizer = _AllReducedClipping(
-        learning_rate=WarmupCosine.from_train_config(t),
+        learning_rate=WarmupCosine.from_train_config(t, progress),
         weight_decay=t.weight_decay,
         beta_1=t.beta1,
         beta_2=t.beta2,
@@ -164,9 +201,11 @@ def configure_optimizer(model: GPT, train_cfg: TrainConfig) -> keras.optimizers.
         global_clipnorm=t.grad_clip if t.grad_clip > 0 else None,
         name="adamw",  # AdamW's own (the class name is not a valid scope name)
     )
-    vectors = [v for v in model.trainable_variables if len(v.shape) < 2]
     optimizer.exclude_from_weight_decay(var_list=vectors)  # LayerNorm gains, biases
     return optimizer
+
+
+MUON_MOMENTUM = 0.95  # as the PyTorch trainer's
 
 
 # --------------------------------------------------------------------------------------
@@ -199,6 +238,21 @@ def estimate_loss(
                   range(eval_iters)]  # fmt: skip
         out[name] = float(np.mean(losses))
     return out
+
+
+def full_split_loss(model: GPT, data, block_size: int, batch_size: int = 64) -> float:
+    """The mean loss over every target of `data` (`course.data.split_windows`), in
+    inference mode, batch_size windows at a time, summed in float64 (as the PyTorch
+    trainer's `full_split_loss`)."""
+    check_int("batch_size", batch_size, 1)
+    x, y = split_windows(data, block_size)
+    total, counted = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+        n = int((yb != -1).sum())
+        total += float(lm_loss(yb, model(xb, training=False))) * n  # the mean over n
+        counted += n
+    return total / counted
 
 
 def save_checkpoint(out_dir: str | os.PathLike[str], model: GPT, optimizer, **state) -> Path:
@@ -393,12 +447,19 @@ class _Run(keras.callbacks.Callback):
         # reading the loss waits for the step to finish: the time includes all of it
         loss = float(logs["loss"]) if logs and "loss" in logs else math.nan
         self.step_times.append(time.perf_counter() - self._tick)
+        used = run["trained_s"] / t.time_budget_s if t.time_budget_s > 0 else None  # step's
+        run["trained_s"] += self.step_times[-1]
         self.step += 1
-        run["bar"].update(1)
+        run["bar"].update(self.step_times[-1] if t.time_budget_s > 0 else 1)
+        out_of_time = t.time_budget_s > 0 and run["trained_s"] >= t.time_budget_s
+        if t.time_budget_s > 0:
+            run["progress"].assign(run["trained_s"] / t.time_budget_s)  # the next step's
+        if out_of_time and self.model is not None:
+            self.model.stop_training = True  # fit ends after this step
         if self.step % t.log_interval == 0:
             ms = 1000 * float(np.mean(self.step_times[self._logged_at :]))
             self._logged_at = len(self.step_times)
-            lr = lr_at(self.step - 1, t)  # the rate this step used, as the schedule computes it
+            lr = lr_at(self.step - 1, t, used)  # the rate this step used, as the schedule has it
             tokens = t.batch_size * t.grad_accum * run["block_size"]
             run["log"].record(
                 {"event": "train", "iter": self.step, "loss": loss, "lr": lr,
@@ -408,7 +469,7 @@ class _Run(keras.callbacks.Callback):
             with run["tensorboard"].as_default(step=self.step):
                 tf.summary.scalar("train/loss", loss)
                 tf.summary.scalar("train/lr", lr)
-        if self.step % t.eval_interval == 0 or self.step == t.max_iters:
+        if self.step % t.eval_interval == 0 or self.step == t.max_iters or out_of_time:
             run["evaluate"](self.step)
 
 
@@ -527,13 +588,18 @@ def train(
     batches and, up to float rounding, the same losses as one process (module docstring).
     Under MultiWorkerMirroredStrategy every worker calls `train`; only the chief writes to
     out_dir and shows progress, and `callback` runs on every worker."""
-    from tqdm.auto import tqdm
 
     mcfg, tcfg = preset.model, preset.train
     out = Path(out_dir) if out_dir is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs the out_dir that holds the checkpoint")
     replicas, workers = _check_strategy(strategy, tcfg, model, run_eagerly)
+    if strategy is not None and (tcfg.time_budget_s > 0 or tcfg.optimizer != "adamw"):
+        raise ValueError(
+            "time_budget_s and optimizer 'muon' are for one device: under a strategy each "
+            "worker would read its own clock, and the replicas' gradients are summed before "
+            "clipping only for AdamW. Train under a strategy with max_iters and AdamW"
+        )
     chief = _is_chief(strategy)
     writes = out is not None and chief  # out_dir belongs to the chief
     progress = progress and chief
@@ -548,6 +614,7 @@ def train(
     lora = run_lora(tcfg)
     if state is not None:
         check_resumed_lora(state, lora)
+        check_resumed_optimizer(state, tcfg)
     base_folder = None
     if init_from is not None and state is None:  # on resume, the checkpoint holds them
         base_state, base_folder = load_checkpoint(init_from)
@@ -581,7 +648,12 @@ def train(
             from course.tf.lora import apply_lora, save_adapter
 
             apply_lora(model, **lora, dropout=mcfg.dropout)
-        optimizer = configure_optimizer(model, tcfg)
+        trained_s = float(state.get("trained_seconds") or 0.0) if state is not None else 0.0
+        budget_used = None  # the fraction of a time budget used: the schedule reads it
+        if tcfg.time_budget_s > 0:
+            budget_used = tf.Variable(trained_s / tcfg.time_budget_s, dtype=tf.float64,
+                                      trainable=False, name="budget_used")  # fmt: skip
+        optimizer = configure_optimizer(model, tcfg, budget_used)
         model.compile(optimizer=optimizer, jit_compile=jit_compile, run_eagerly=run_eagerly)
         start, best_val = 0, math.inf
         if state is not None:
@@ -613,19 +685,23 @@ def train(
                 train_config=tcfg.to_dict(), preset=preset.name,
                 tokenizer=tokenizer_state(tokenizer), best_val_loss=best_val, lora=lora,
                 init_from=str(init_from) if init_from is not None else None,
+                trained_seconds=run["trained_s"],
             )  # fmt: skip
             if lora is not None:
                 save_adapter(model, out / ADAPTER_FILE)
 
-    bar = tqdm(total=tcfg.max_iters, initial=start, disable=not progress, desc=preset.name)
+    bar = progress_bar(tcfg, start, trained_s, progress, preset.name)
     run = {"train_cfg": tcfg, "block_size": mcfg.block_size, "log": log, "bar": bar,
-           "evaluate": evaluate, "tensorboard": tensorboard, "start": start}  # fmt: skip
+           "evaluate": evaluate, "tensorboard": tensorboard, "start": start,
+           "trained_s": trained_s, "progress": budget_used}  # fmt: skip
     counter = _Run(run)
     started = time.perf_counter()
     try:
         if start == 0:
             evaluate(0)  # the loss before training: about ln(vocab_size)
         remaining = tcfg.max_iters - start
+        if tcfg.time_budget_s > 0 and trained_s >= tcfg.time_budget_s:
+            remaining = 0  # resumed with the budget spent
         if remaining > 0:
             # the PyTorch trainer's batch stream, from the first batch not yet used
             batches = make_dataset(splits["train"], tcfg.batch_size, mcfg.block_size,
@@ -639,11 +715,12 @@ def train(
                 model.fit(batches, epochs=1, steps_per_epoch=remaining, callbacks=[counter],
                           verbose=0, shuffle=False)  # fmt: skip
         elif start > 0:
-            evaluate(start)  # resumed at or past max_iters: report once more
+            evaluate(start)  # resumed at or past the end: report once more
     finally:
         bar.close()
         log.close()
         tensorboard.close()
+    full_val = full_split_loss(model, splits["val"], mcfg.block_size) if tcfg.full_val else None
 
     timed = counter.step_times[1:] or counter.step_times  # the first step traces/compiles
     ms_per_iter = 1000 * float(np.mean(timed)) if timed else math.nan
@@ -656,6 +733,8 @@ def train(
         "train_loss": losses["train"],
         "val_loss": losses["val"],
         "best_val_loss": best_val,
+        "full_val_loss": full_val,
+        "train_seconds": run["trained_s"],
         "tokens_per_sec": tokens_per_step / (ms_per_iter / 1000),
         "ms_per_iter": ms_per_iter,
         "first_iter_seconds": counter.step_times[0] if counter.step_times else math.nan,
