@@ -36,12 +36,35 @@ __all__ = [
     "peak_rss_mb",
     "progress_bar",
     "read_events",
+    "run_summary",
+    "SUMMARY_KEYS",
 ]
 
 METRICS = "metrics.json"  # the run's summary, written at the end
 METRICS_LOG = "metrics.jsonl"  # one JSON line per logged event, appended as it happens
 TORCH_CHECKPOINT = "ckpt.pt"  # course.torch.train's checkpoint: one file
 KERAS_CHECKPOINT = "ckpt"  # course.tf.train's checkpoint: a link to its newest folder
+
+
+# The keys of a run's summary (metrics.json), the same for both trainers; a key that does
+# not apply to a framework (keras_version for a PyTorch run) is None there.
+SUMMARY_KEYS = (
+    "framework", "preset", "iters", "resumed_from", "train_loss", "val_loss",
+    "best_val_loss", "full_val_loss", "train_seconds", "tokens_per_sec", "ms_per_iter",
+    "first_iter_seconds", "peak_rss_mb", "seconds", "n_params", "trainable_params", "lora",
+    "init_from", "threads", "world_size", "workers", "strategy", "device", "jit_compile",
+    "run_eagerly", "torch_version", "tensorflow_version", "keras_version", "model_config",
+    "train_config",
+)  # fmt: skip
+
+
+def run_summary(values: dict) -> dict:
+    """`values` as a run summary: every SUMMARY_KEYS key, in that order, None where a
+    trainer gave none. A key outside SUMMARY_KEYS is a ValueError (add it there, for both)."""
+    unknown = sorted(set(values) - set(SUMMARY_KEYS))
+    if unknown:
+        raise ValueError(f"summary keys {unknown} are not in course.metrics.SUMMARY_KEYS")
+    return {key: values.get(key) for key in SUMMARY_KEYS}
 
 
 def peak_rss_mb() -> float:
@@ -57,9 +80,16 @@ def progress_bar(train_cfg, step: int, trained_seconds: float, enabled: bool, de
 
     budget = train_cfg.time_budget_s
     if budget > 0:
-        return tqdm(total=budget, initial=min(trained_seconds, budget), disable=not enabled,
-                    desc=desc, unit="s", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s "
-                    "[{elapsed}<{remaining}{postfix}]")  # fmt: skip
+
+        class BudgetBar(tqdm):  # the last step ends past the budget: the bar stops full
+            def update(self, n: float = 1) -> bool | None:
+                return super().update(min(n, max(self.total - self.n, 0)))
+
+        # unit_scale: seconds shown as 12.3, not 12.30527
+        return BudgetBar(total=budget, initial=min(trained_seconds, budget), disable=not enabled,
+                    desc=desc, unit="s", unit_scale=True,
+                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}"
+                    "{postfix}]")  # fmt: skip
     return tqdm(total=train_cfg.max_iters, initial=step, disable=not enabled, desc=desc)
 
 

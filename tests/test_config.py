@@ -149,3 +149,32 @@ def test_a_time_budget_moves_the_cosine_by_the_time_used():
 def test_speedrun_fields_are_checked(field, value, error, match):
     with pytest.raises(error, match=match):
         TrainConfig(**{field: value})
+
+
+def _fields(preset) -> dict:
+    return {**preset.model.to_dict(), **preset.train.to_dict()}
+
+
+def test_the_speedrun_is_the_stretched_baseline_plus_its_changes():
+    from course.config import SPEEDRUN_CHANGES, speedrun_baseline, speedrun_preset
+
+    recipe, baseline = get_preset("shakespeare-char-cpu"), speedrun_baseline()
+    assert baseline.model == recipe.model
+    stretched = {k for k, v in _fields(baseline).items() if _fields(recipe)[k] != v}
+    assert stretched <= {"time_budget_s", "max_iters", "lr_decay_iters", "full_val",
+                         "eval_interval"}  # fmt: skip
+    assert baseline.train.time_budget_s == 300 and baseline.train.full_val
+    assert baseline.train.max_iters > 10 * 300 / 0.01, "the clock ends it, not max_iters"
+    speedrun = PRESETS["speedrun-cpu"]
+    assert speedrun == speedrun_preset() and speedrun.train.time_budget_s == 300
+    changed = {k for k, v in _fields(speedrun).items() if _fields(baseline)[k] != v}
+    assert changed == {k for change in SPEEDRUN_CHANGES.values() for k in change}
+    for name, change in SPEEDRUN_CHANGES.items():  # each ablation takes back one change
+        without = speedrun_preset(without={name})
+        back = {k for k, v in _fields(without).items() if _fields(speedrun)[k] != v}
+        assert back == set(change), name
+        assert all(_fields(without)[k] == _fields(baseline)[k] for k in change), name
+        assert name in without.name
+    with pytest.raises(KeyError, match="no speedrun change"):
+        speedrun_preset(without={"a faster CPU"})
+    assert speedrun_preset(overrides={"time_budget_s": 20}).train.time_budget_s == 20

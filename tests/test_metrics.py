@@ -130,3 +130,23 @@ def test_read_events_skips_a_torn_line_with_a_warning(tmp_path):
 def test_read_events_of_a_folder_without_a_log_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=METRICS_LOG):
         read_events(tmp_path)
+
+
+def test_a_time_budget_bar_survives_a_last_step_past_the_budget(capsys):
+    """The bar stops full (tqdm drops the total once n passes it, and a bar format that
+    formatted the total as a number then failed at close(): the Keras trainer's first,
+    compiling, step can outlast a short budget)."""
+    from course.config import TrainConfig
+    from course.metrics import progress_bar
+
+    bar = progress_bar(TrainConfig(time_budget_s=2.0), 0, 0.0, True, "run")
+    bar.update(1.25)
+    bar.set_postfix(loss="1.0")
+    bar.update(2.5)  # 3.75 s of a 2 s budget
+    bar.close()
+    shown = capsys.readouterr().err
+    assert "1.25/2.00 s" in shown and "2.00/2.00 s" in shown and "3.75" not in shown
+    steps = progress_bar(TrainConfig(max_iters=10), 0, 0.0, True, "run")
+    steps.update(4)
+    steps.close()
+    assert "4/10" in capsys.readouterr().err

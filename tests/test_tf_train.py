@@ -713,3 +713,19 @@ def test_speedrun_settings_under_a_strategy_are_refused():
     for changes in ({"time_budget_s": 5.0}, {"optimizer": "muon"}):
         with pytest.raises(ValueError, match="for one device"):
             train(_preset(**changes), data=TOKENS, progress=False, strategy=strategy)
+
+
+def test_both_trainers_report_the_same_summary_keys(tmp_path):
+    from course.metrics import SUMMARY_KEYS
+
+    preset = _preset(max_iters=2, eval_interval=2)
+    ours = train(preset, tmp_path / "keras", data=TOKENS, progress=False, jit_compile=False)
+    theirs = torch_train(preset, tmp_path / "torch", data=TOKENS, progress=False)
+    assert list(ours.metrics) == list(theirs.metrics) == list(SUMMARY_KEYS)
+    for folder in ("keras", "torch"):  # metrics.json too
+        assert list(json.loads((tmp_path / folder / "metrics.json").read_text())) == list(
+            SUMMARY_KEYS
+        )
+    assert ours.metrics["torch_version"] is None and theirs.metrics["keras_version"] is None
+    assert ours.metrics["tensorflow_version"] and theirs.metrics["torch_version"]
+    assert ours.metrics["device"] == theirs.metrics["device"] == "cpu"

@@ -77,7 +77,14 @@ from course.data import (
     split_windows,
 )
 from course.files import replace_atomically, write_json, write_text
-from course.metrics import KERAS_CHECKPOINT, METRICS, EventLog, peak_rss_mb, progress_bar
+from course.metrics import (
+    KERAS_CHECKPOINT,
+    METRICS,
+    EventLog,
+    peak_rss_mb,
+    progress_bar,
+    run_summary,
+)
 from course.tf.data import make_dataset
 from course.tf.model import GPT, lm_loss
 from course.tokenizers import tokenizer_from_state, tokenizer_state
@@ -725,7 +732,7 @@ def train(
     timed = counter.step_times[1:] or counter.step_times  # the first step traces/compiles
     ms_per_iter = 1000 * float(np.mean(timed)) if timed else math.nan
     tokens_per_step = tcfg.batch_size * tcfg.grad_accum * mcfg.block_size
-    metrics = {
+    metrics = run_summary({
         "framework": "tf",
         "preset": preset.name,
         "iters": counter.step,
@@ -752,9 +759,10 @@ def train(
         "workers": workers,
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
+        "device": "gpu" if tf.config.list_logical_devices("GPU") else "cpu",
         "model_config": mcfg.to_dict(),
         "train_config": tcfg.to_dict(),
-    }
+    })  # fmt: skip
     if writes:
         write_json(out / METRICS, metrics)
         _write_csv(out / METRICS_CSV, log.history)

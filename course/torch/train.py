@@ -51,7 +51,14 @@ from course.adapters import ADAPTER_FILE, check_fine_tuning_base, check_resumed_
 from course.config import GPTConfig, Preset, TrainConfig, check_resumed_optimizer, lr_at
 from course.data import check_int, check_tokens, corpus_tokens, eval_seed, get_batch, split_windows
 from course.files import replace_atomically, write_json
-from course.metrics import METRICS, TORCH_CHECKPOINT, EventLog, peak_rss_mb, progress_bar
+from course.metrics import (
+    METRICS,
+    TORCH_CHECKPOINT,
+    EventLog,
+    peak_rss_mb,
+    progress_bar,
+    run_summary,
+)
 from course.runtime import (
     check_torch_may_load_triton,
     pick_device,
@@ -582,7 +589,7 @@ def _train(
     # it is the only one.
     timed = step_times[1:] or step_times
     ms_per_iter = 1000 * float(np.mean(timed)) if timed else math.nan
-    metrics = {
+    metrics = run_summary({
         "framework": "torch",
         "preset": preset.name,
         "iters": step,
@@ -603,11 +610,15 @@ def _train(
         "init_from": str(init_from) if init_from is not None else None,
         "threads": threads,
         "world_size": world_size,
+        "workers": world_size,  # one process per rank
+        "strategy": "DistributedDataParallel" if distributed else None,
         "device": str(device),
+        "jit_compile": False,  # XLA is TensorFlow's; torch.compile is train_config.compile
+        "run_eagerly": not tcfg.compile,
         "torch_version": torch.__version__,
         "model_config": mcfg.to_dict(),
         "train_config": tcfg.to_dict(),
-    }
+    })  # fmt: skip
     if writes:
         write_json(out / METRICS, metrics)
     return TrainResult(model=model, optimizer=optimizer, metrics=metrics, history=log.history)
