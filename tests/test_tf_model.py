@@ -234,3 +234,22 @@ def test_lm_loss_is_the_mean_over_counted_positions():
     other = np.array([[1, 6, 6], [6, 6, 0]])  # another ignored value
     expected = -np.mean([log_probs[0, 0, 1], log_probs[1, 2, 0]])
     assert abs(float(lm_loss(other, logits, ignore_index=6)) - expected) <= 1e-6
+
+
+def test_train_on_batch_takes_the_step_fit_takes_and_refuses_sample_weights():
+    x, y = _ids(3, 16), _ids(3, 16, seed=1)
+    models = []
+    for _ in range(2):
+        model = KerasGPT(SMALL)
+        model.set_weights(models[0].get_weights() if models else model.get_weights())
+        model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=False)
+        models.append(model)
+    before = models[0].get_weights()
+    models[0].fit(x, y, batch_size=3, epochs=1, verbose=0, shuffle=False)
+    models[1].train_on_batch(x, y)
+    after_fit, after_batch = models[0].get_weights(), models[1].get_weights()
+    assert any(not np.allclose(a, b) for a, b in zip(before, after_fit, strict=True))
+    for a, b in zip(after_fit, after_batch, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="sample_weight"):
+        models[1].train_on_batch(x, y, sample_weight=np.ones(3))

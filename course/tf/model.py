@@ -109,6 +109,16 @@ def cache_mask(T: int, capacity: int, start):
     return ops.arange(capacity)[None, :] <= rows
 
 
+def _x_and_y(data) -> tuple:
+    """(x, y) of a batch as `fit` (x, y) or `train_on_batch` (x, y, None) hands it over;
+    the loss weighs every counted target alike, so a sample weight is an error."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    if sample_weight is not None:
+        raise ValueError("the GPT's loss takes no sample_weight: leave it out (ignore a "
+                         "target by setting it to -1)")  # fmt: skip
+    return x, y
+
+
 def _dense(units: int, bias: bool, std: float, name: str):
     return keras.layers.Dense(
         units,
@@ -355,8 +365,9 @@ class GPT(keras.Model):
     def train_step(self, data):
         """One optimizer step. x, y are (B, T), or (accum, B, T) to accumulate gradients
         over `accum` micro-batches: the mean of their losses, as the PyTorch trainer takes
-        it (one batch of accum x B gives the same unless some targets are ignored)."""
-        x, y = data
+        it (one batch of accum x B gives the same unless some targets are ignored).
+        `train_on_batch(x, y)` works too (Keras hands it (x, y, None))."""
+        x, y = _x_and_y(data)
         if tf.distribute.get_strategy().num_replicas_in_sync > 1:
             return self._replica_step(x, y)
         if len(x.shape) == 2:
@@ -405,5 +416,5 @@ class GPT(keras.Model):
         return {"loss": context.all_reduce(tf.distribute.ReduceOp.SUM, loss)}
 
     def test_step(self, data):
-        x, y = data
+        x, y = _x_and_y(data)
         return {"loss": lm_loss(y, self(x, training=False))}
