@@ -627,6 +627,7 @@ CONSOLE_SCRIPTS = {
     "twin-gpt-train": "course.train",
     "twin-gpt-sample": "course.sample",
     "twin-gpt-export": "course.export",
+    "twin-gpt-compare": "course.compare",
     "twin-gpt-autograde": "autograde",
 }
 
