@@ -135,9 +135,8 @@ def speedup(base_ms: float, fast_ms: float) -> float:
 def winner(torch_value, tf_value, *, lower_is_better: bool = True, noise: float = 0.05) -> str:
     """The winner of one row of the decision matrix: "torch", "tf" or "tie", a tie when
     the two differ by no more than `noise`, relative to the better one (what a shared
-    machine blurs). A
-    missing value (None: not measured, or it failed) loses to a present one; "neither" if
-    both are missing."""
+    machine blurs). A missing value (None: not measured, or it failed) loses to a present
+    one; "neither" if both are missing."""
     if noise < 0:
         raise ValueError(f"noise must be >= 0, got {noise}")
     if torch_value is None or tf_value is None:
@@ -203,8 +202,9 @@ def _best_step_ms(results: dict, framework: str) -> float | None:
 
 def claims_held(results: dict, tolerance: float = 0.05) -> dict[str, bool | None]:
     """For each CLAIMS key: True if the claim held on these results, False if not, None if
-    the results lack what decides it (a section not run, or failed). `tolerance` widens
-    every threshold in the claim's favour (CLAIMS[key].reads says how)."""
+    the results lack what decides it (a section not run, or failed). `tolerance` is the
+    machine's noise: a claim of a size ("30 % faster") is forgiven a shortfall of that
+    much, a claim that one side wins must win by more than that (CLAIMS[key].reads)."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
 
@@ -332,10 +332,6 @@ def plot(results: dict, path: str | os.PathLike[str] | None = None):
     """Four panels (train step time by mode, generation with and without the cache,
     attention backends, export size against latency); saved to `path` if given. Returns the
     matplotlib figure."""
-    import matplotlib
-
-    if path is not None and "matplotlib.pyplot" not in sys.modules:
-        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -915,6 +911,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    import matplotlib
+
+    matplotlib.use("Agg")  # a file, no window
     plot(results, Path(args.out) / PLOT)
     print(table(results))
     print(f"\nresults: {Path(args.out) / RESULTS}; plot: {Path(args.out) / PLOT}")
