@@ -112,7 +112,7 @@ class Size:
 
 SIZES = {
     "smoke": Size("nano", 30, 0, 10, 2, 3.9, 4, 12, (2, 2, 32, 16), (1, 2, 32, 16), 5, 6, 10, 3),
-    "full": Size("shakespeare-char-cpu", 600, 120, 50, 20, 2.2, 16, 240, (8, 4, 256, 32),
+    "full": Size("shakespeare-char-cpu", 600, 120, 50, 20, 2.4, 16, 240, (8, 4, 256, 32),
                  (1, 4, 128, 32), 40, 100, 200, 10),
 }  # fmt: skip
 
@@ -444,9 +444,11 @@ def run(
         for fw in FRAMEWORKS:
             pending = missing(fw)
             while pending:
-                done = _run_worker(out, size, fw, pending, timeout, bar)
-                for section, part in done.items():
+
+                def keep(section: str, part: dict, fw: str = fw) -> None:
                     _store(results, out, section, {fw: part})
+
+                done = _run_worker(out, size, fw, pending, timeout, bar, keep)
                 pending = [s for s in pending if s not in done]
     results["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(out / RESULTS, results, indent=1)
@@ -460,11 +462,14 @@ def _store(results: dict, out: Path, section: str, parts: dict) -> None:
     write_json(out / RESULTS, results, indent=1)
 
 
-def _run_worker(out: Path, size: str, fw: str, sections: list[str], timeout: float, bar) -> dict:
-    """Run one worker for `fw` over `sections`; the parts it finished ({section: part}).
-    A worker that crashes, or finishes no section for `timeout` seconds, is stopped and the
-    section it was on is recorded as an error with the end of its log; the caller starts a
-    new worker for the rest."""
+def _run_worker(
+    out: Path, size: str, fw: str, sections: list[str], timeout: float, bar, keep
+) -> dict:
+    """Run one worker for `fw` over `sections`; the parts it finished ({section: part}),
+    each handed to keep(section, part) as soon as it is written. A worker that crashes, or
+    finishes no section for `timeout` seconds, is stopped, and the section it was on is
+    recorded as an error with the end of its log; the caller starts a new worker for the
+    rest."""
     parts_dir = Path(tempfile.mkdtemp(prefix=f"compare-{fw}-", dir=out))
     log_path = out / LOGS / f"{fw}.log"
     log_path.parent.mkdir(exist_ok=True)
@@ -483,6 +488,7 @@ def _run_worker(out: Path, size: str, fw: str, sections: list[str], timeout: flo
                     path = parts_dir / f"{section}.json"
                     if section not in done and path.exists():
                         done[section] = json.loads(path.read_text())
+                        keep(section, done[section])
                         bar.set_postfix_str(f"{fw} {section}")
                         bar.update(1)
                         last = time.monotonic()
@@ -507,6 +513,7 @@ def _run_worker(out: Path, size: str, fw: str, sections: list[str], timeout: flo
         why = (f"no section finished in {timeout:.0f} s" if timed_out
                else f"the worker exited with {proc.returncode}")  # fmt: skip
         done[rest[0]] = {"error": f"{why}: {tail[0][:300]} (see {log_path})"}
+        keep(rest[0], done[rest[0]])
         bar.update(1)
     return done
 
@@ -618,13 +625,14 @@ def _generation(fw: str, size: Size) -> dict:
     else:
         from course.tf import generate
     outputs, rates = {}, {}
-    for name, cache in (("cache", True), ("no_cache", False)):
+    # Without the cache every token recomputes its whole context: a few calls are enough.
+    for name, cache, repeats in (("cache", True, size.repeats), ("no_cache", False, 2)):
 
         def call(cache=cache, name=name):
             outputs[name] = np.asarray(generate(model, prompt, size.new_tokens, top_k=1,
                                                 use_cache=cache))  # fmt: skip
 
-        rates[name] = size.new_tokens / (_median_ms(call, size.repeats) / 1e3)
+        rates[name] = size.new_tokens / (_median_ms(call, repeats) / 1e3)
     return {"tokens_per_s": rates, "prompt": size.prompt, "new_tokens": size.new_tokens,
             "same_tokens": bool(np.array_equal(outputs["cache"], outputs["no_cache"]))}  # fmt: skip
 
