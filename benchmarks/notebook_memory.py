@@ -22,6 +22,7 @@ shared machine every figure is an upper bound.
     python benchmarks/notebook_memory.py                    # every chapter, full size
     python benchmarks/notebook_memory.py 10_export          # one chapter
     python benchmarks/notebook_memory.py --smoke --json smoke.json
+    python benchmarks/notebook_memory.py 11_verdict --keep runs/  # + the folder as run
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(name: str, smoke: bool, every: float, timeout: int) -> dict:
+def measure(name: str, smoke: bool, every: float, timeout: int, keep: Path | None = None) -> dict:
     """One solution notebook executed top to bottom in a fresh kernel, in a scratch copy of
-    its folder (the files it writes stay out of the repository)."""
+    its folder (the files it writes stay out of the repository; with `keep`, the folder
+    as the run left it is copied to keep/<chapter>, the executed notebook included)."""
     import shutil
 
     import nbformat
@@ -120,6 +122,9 @@ def measure(name: str, smoke: bool, every: float, timeout: int) -> dict:
         finally:
             sampler.stop()
         seconds = time.perf_counter() - start
+        if keep is not None:
+            nbformat.write(nb, str(folder / f"{name}.ipynb"))  # with its outputs
+            shutil.copytree(folder, keep / name, dirs_exist_ok=True)
     return {
         "chapter": name,
         "size": "smoke" if smoke else "full",
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=float, default=0.2, help="seconds between samples")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell at most")
     parser.add_argument("--json", default=None, help="write the rows to this file")
+    parser.add_argument("--keep", default=None, type=Path, metavar="DIR",
+                        help="copy each chapter's folder, as run, to DIR/CHAPTER")  # fmt: skip
     args = parser.parse_args(argv)
     everything = sorted(p.name for p in (REPO / "solutions").iterdir() if any(p.glob("*.ipynb")))
     unknown = sorted(set(args.chapters) - set(everything))
@@ -155,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
           "process tree)", flush=True)  # fmt: skip
     rows, problems = [], []
     for name in names:
-        row = measure(name, args.smoke, args.every, args.timeout)
+        row = measure(name, args.smoke, args.every, args.timeout, args.keep)
         rows.append(row)
         flags = []
         if row["peak_pss_mb"] > BINDER_LIMIT_MB:
