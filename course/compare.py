@@ -439,7 +439,7 @@ def run(
               unit="part") as bar:  # fmt: skip
         for section in here:  # framework-neutral: measured in this process
             bar.set_postfix_str(section)
-            _store(results, out, section, {fw: _measure_here(section, fw) for fw in frameworks})
+            _store(results, out, section, {fw: _lines_of_code(fw) for fw in frameworks})
             bar.update(1)
         for fw in FRAMEWORKS:
             pending = missing(fw)
@@ -845,8 +845,8 @@ def code_lines(path: str | os.PathLike[str]) -> int:
     return len(lines)
 
 
-def _measure_here(section: str, fw: str) -> dict:
-    """The framework-neutral sections, measured in the calling process."""
+def _lines_of_code(fw: str) -> dict:
+    """The lines_of_code section, the one measured in the calling process (it reads files)."""
     folder = PACKAGE / fw
     files = {name: code_lines(folder / name) for name in _CODE_FILES if (folder / name).exists()}
     return {"files": files, "total": sum(files.values()), "folder": f"course/{fw}"}
@@ -870,6 +870,8 @@ def _worker(fw: str, size_name: str, parts_dir: Path, sections: list[str]) -> in
 
     if fw == "tf":
         runtime.import_tensorflow()  # before anything else: Triton and TF load in one order
+    else:
+        import torch  # noqa: F401  (set_threads applies to the frameworks already imported)
     runtime.set_threads(0)
     size = SIZES[size_name]
     for section in sections:
