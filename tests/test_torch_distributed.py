@@ -60,7 +60,10 @@ def _assert_close(got: dict, want: dict, what: str) -> None:
 
 
 def _children() -> set[int]:
-    return {child.pid for child in psutil.Process().children(recursive=True)}
+    """This process's descendants, but the fork server (it outlives launches by design)."""
+    return {child.pid for child in psutil.Process().children(recursive=True)} - {
+        L.fork_server_pid()
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -230,6 +233,22 @@ def test_launch_returns_rank_zeros_result():
     environ = dict(os.environ)
     assert L.launch(workers.echo, 2, "hello", max_seconds=60) == ("hello", 2, 1.0)
     assert dict(os.environ) == environ  # MASTER_PORT and the rest are set in the ranks only
+
+
+def test_ranks_see_the_callers_environment_as_it_is_at_each_launch(monkeypatch):
+    """The ranks come from a fork server started at the first launch: a variable set after
+    that reaches the next launch's ranks all the same, and one removed is gone there."""
+    monkeypatch.setenv("TWIN_GPT_LAUNCH_PROBE", "first")
+    first, first_pid = L.launch(workers.environment, 2, "TWIN_GPT_LAUNCH_PROBE", max_seconds=60)
+    monkeypatch.setenv("TWIN_GPT_LAUNCH_PROBE", "second")
+    second, second_pid = L.launch(workers.environment, 2, "TWIN_GPT_LAUNCH_PROBE", max_seconds=60)
+    monkeypatch.delenv("TWIN_GPT_LAUNCH_PROBE")
+    gone, _ = L.launch(workers.environment, 2, "TWIN_GPT_LAUNCH_PROBE", max_seconds=60)
+    assert (first, second, gone) == ("first", "second", None)
+    assert first_pid != second_pid, "each launch has processes of its own"
+    server = L.fork_server_pid()
+    assert server is not None and psutil.pid_exists(server)
+    assert server in {child.pid for child in psutil.Process().children()}
 
 
 @pytest.mark.parametrize("how", ["raise", "exit"])

@@ -44,6 +44,11 @@ def echo(rank: int, world_size: int, value):
     return value, world_size, total.item()
 
 
+def environment(rank: int, world_size: int, name: str):
+    """(os.environ.get(name), this rank's process id): what a rank sees of the caller."""
+    return os.environ.get(name), os.getpid()
+
+
 def noisy(rank: int, world_size: int, marker: str, die: bool):
     """Write `marker` to stderr from Python and from C (file descriptor 2, as a
     communication library's warnings are written), then return "done", or, with `die`,

@@ -110,12 +110,14 @@ print(f"{os.cpu_count()} CPU cores; exercises on {TINY}")
 # ## Ranks and a process group
 #
 # `launch(worker, world_size, *args)` (in `course.torch.launch`) starts `world_size` new
-# Python processes. Each joins one **process group** (they meet at a free port on
+# Python processes (forked from a server that imported torch once: the first launch takes
+# a few seconds, the next ones a fraction of a second). Each joins one **process group** (they meet at a free port on
 # 127.0.0.1; backend `gloo` on CPUs, `nccl` on GPUs) and calls
 # `worker(rank, world_size, *args)`. What rank 0 returns comes back to the notebook. A
 # rank that raises or dies stops the others, and you get a `LaunchError` that names it.
 #
-# A rank is a *fresh* Python: it has run none of this notebook's cells. Usually a worker
+# A rank is a *fresh* Python (torch imported, nothing else): it has run none of this
+# notebook's cells. Usually a worker
 # lives in a `.py` file the ranks import. A function written in a cell has no such file,
 # so `notebook_worker(function, *helpers, imports=...)` sends its source (and the sources
 # of the helpers it calls, and the imports they need) to the ranks, which run it there.
