@@ -519,6 +519,17 @@ def _local_processes() -> int:
         return 1
 
 
+def _thread_cap() -> int | None:
+    """OMP_NUM_THREADS as a positive count, or None (unset or not a positive integer): the
+    usual way to cap a process's threads, which torchrun sets to 1 per rank, a grading
+    sandbox gives each kernel and a test suite's workers share the cores with."""
+    try:
+        cap = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return None
+    return cap if cap > 0 else None
+
+
 def _usable_cpus() -> int:
     """CPUs this process may run on (a container may allow fewer than the machine has)."""
     if hasattr(os, "sched_getaffinity"):
@@ -561,7 +572,9 @@ def set_threads(n: int = 0) -> int:
     0 shares the cores among the training processes of this machine: a rank of N on one
     machine (LOCAL_WORLD_SIZE=N, as torchrun and the course's launchers set it) takes
     cores // N. Two ranks that each took every core were measured 10 times slower a step
-    (416 vs 38 ms on 2 cores): their threads spin against each other.
+    (416 vs 38 ms on 2 cores): their threads spin against each other. OMP_NUM_THREADS,
+    when set, is a cap on that count (a grading sandbox sets it to 1 for each of its
+    parallel kernels, torchrun for each rank).
 
     The course's one thread policy, called by both trainers. It applies to the frameworks
     already imported, and imports neither: `torch.set_num_threads`, and TensorFlow's
@@ -574,6 +587,8 @@ def set_threads(n: int = 0) -> int:
     if n < 0:
         raise ValueError(f"n (threads) must be >= 0 (0 = one per usable core), got {n}")
     count = n or max(1, _usable_cpus() // _local_processes())
+    if not n and (cap := _thread_cap()) is not None:
+        count = min(count, cap)
     torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(count)

@@ -31,6 +31,14 @@ if not os.environ.get("COURSE_CACHE_DIR"):
     atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
     os.environ["COURSE_CACHE_DIR"] = _CACHE
 
+# `make test` runs its workers side by side: each of them, and every kernel, rank and trainer
+# it starts, takes its share of the cores (runtime.set_threads(0) keeps under the cap), not
+# every core. Processes that each took every core were measured 10 times slower: their
+# threads spin against each other.
+_WORKERS = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+if _WORKERS.isdigit() and int(_WORKERS) > 1 and "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(max(1, runtime._usable_cpus() // int(_WORKERS)))
+
 # The folder holding the real corpus for the tests that need it (read before any test
 # edits the environment), and the mark that skips them, saying why, where it is missing.
 SHARED_DATA_DIR = next(

@@ -18,7 +18,10 @@ from course import runtime
 
 
 @pytest.fixture
-def torch_threads():
+def torch_threads(monkeypatch):
+    """torch, its thread count restored after the test; no OMP_NUM_THREADS cap (the test
+    suite's workers set one)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     torch = pytest.importorskip("torch")
     before = torch.get_num_threads()
     yield torch
@@ -48,6 +51,22 @@ def test_zero_shares_the_cores_among_the_ranks_of_this_machine(torch_threads, mo
     assert runtime.set_threads(3) == 3  # a count asked for is kept
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "not a number")
     assert runtime.set_threads(0) == 8
+
+
+def test_omp_num_threads_caps_the_default_count_and_nothing_asked_for(torch_threads, monkeypatch):
+    """A grading sandbox gives each of its parallel kernels OMP_NUM_THREADS=1: a trainer's
+    set_threads(0) must not take every core behind its back."""
+    monkeypatch.setattr(runtime, "_usable_cpus", lambda: 8)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert runtime.set_threads(0) == 1 == torch_threads.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runtime.set_threads(0) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert runtime.set_threads(0) == 2  # the smaller of the cap and the cores' share
+    assert runtime.set_threads(5) == 5  # a count asked for is kept
+    for ignored in ("0", "-2", "many", ""):
+        monkeypatch.setenv("OMP_NUM_THREADS", ignored)
+        assert runtime.set_threads(0) == 2, ignored
 
 
 @pytest.mark.parametrize("bad, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError),
