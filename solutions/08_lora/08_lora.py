@@ -627,12 +627,17 @@ def keras_base():
     return torch_to_keras(base.state_dict(), model)
 
 
-keras_runs = {}
-for name, run_preset in (("full", fine_tune_preset(FULL_LR)),
-                         ("lora", fine_tune_preset(LORA_LR, lora_r=LORA_R,
-                                                   lora_alpha=LORA_ALPHA))):
-    keras_runs[name] = keras_train.train(run_preset, runs / f"keras-{name}", data=upper_tokens,
-                                         tokenizer=tokenizer, model=keras_base())
+# One run per cell: each traces and compiles its own training step.
+keras_runs = {"full": keras_train.train(fine_tune_preset(FULL_LR), runs / "keras-full",
+                                        data=upper_tokens, tokenizer=tokenizer,
+                                        model=keras_base())}
+
+# %%
+keras_runs["lora"] = keras_train.train(
+    fine_tune_preset(LORA_LR, lora_r=LORA_R, lora_alpha=LORA_ALPHA), runs / "keras-lora",
+    data=upper_tokens, tokenizer=tokenizer, model=keras_base())
+
+# %%
 keras_base_loss = val_losses(keras_base(), keras_train.estimate_loss)
 for name, result in keras_runs.items():
     model = result.model
@@ -649,6 +654,7 @@ for name, result in keras_runs.items():
         new_val_loss=losses[f"keras-{name}"]["new"], old_val_loss=losses[f"keras-{name}"]["old"]))
 print(finetune.format_table(rows))
 
+# %%
 keras_lora_model = keras_runs["lora"].model
 with keras_lora.disable_lora(keras_lora_model):
     keras_off = val_losses(keras_lora_model, keras_train.estimate_loss)
