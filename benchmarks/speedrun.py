@@ -13,6 +13,7 @@ every target of it once, in consecutive windows of block_size tokens
                                                        #   stretched to the same budget
     python benchmarks/speedrun.py --ablations          # + the preset without each change
     python benchmarks/speedrun.py --budget 60 --json s.json   # a shorter try, recorded
+    python benchmarks/speedrun.py --muon-steps         # only: Muon's step, bf16 vs float32
 
 `--baseline` runs nanoGPT's CPU recipe (4 layers of 128, 64 tokens of context, batches of
 12, AdamW at 1e-3) with its cosine stretched over the same budget, in the same process,
@@ -67,6 +68,49 @@ def print_row(label: str, row: dict, reference: float | None = None) -> None:
           flush=True)  # fmt: skip
 
 
+def muon_steps(repeats: int = 20) -> None:
+    """Time one Muon step over the speedrun model's block matrices: torch.optim.Muon
+    (Newton-Schulz in bfloat16) against the trainer's `Muon` (float32 on a CPU),
+    interleaved, median ms of `repeats` steps each; and how far their updates differ."""
+    import statistics
+    import time
+
+    import torch
+
+    from course.config import speedrun_preset
+    from course.torch import GPT
+    from course.torch.train import Muon, configure_optimizer
+
+    preset = speedrun_preset()
+    matrices = configure_optimizer(GPT(preset.model), preset.train).muon.param_groups[0]["params"]
+    print(f"Muon over {len(matrices)} matrices of the speedrun model; "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
+    kwargs = dict(lr=1e-3, weight_decay=0.0, adjust_lr_fn="match_rms_adamw")
+    params = {}
+    optimizers = {}
+    for name, cls in (("torch.optim.Muon (bfloat16)", torch.optim.Muon),
+                      ("course Muon (float32)", Muon)):  # fmt: skip
+        params[name] = [torch.nn.Parameter(m.detach().clone()) for m in matrices]
+        for p, m in zip(params[name], matrices, strict=True):
+            p.grad = torch.randn_like(m, generator=torch.Generator().manual_seed(p.numel()))
+        optimizers[name] = cls(params[name], **kwargs)
+    times: dict[str, list[float]] = {name: [] for name in optimizers}
+    for _ in range(repeats):
+        for name, optimizer in optimizers.items():
+            start = time.perf_counter()
+            optimizer.step()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    for name, ms in times.items():
+        print(f"  {name:<30} {statistics.median(ms):8.1f} ms a step")
+    a, b = params.values()
+    moved = max(float((p - m).abs().max()) for p, m in zip(b, matrices, strict=True))
+    apart = max(float((p - q).abs().max()) for p, q in zip(a, b, strict=True))
+    print(
+        f"  after {repeats} steps the weights differ by at most {apart:.2e} "
+        f"(they moved by up to {moved:.2e})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", choices=("torch", "tf", "both"), default="torch")
@@ -88,7 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--json", default=None, help="write every run's figures here")
+    parser.add_argument(
+        "--muon-steps",
+        action="store_true",
+        help="only time Muon's optimizer step, bfloat16 against float32 Newton-Schulz",
+    )
     args = parser.parse_args(argv)  # fmt: skip
+    if args.muon_steps:
+        muon_steps()
+        return 0
     record = RunRecord()
 
     from course import runtime

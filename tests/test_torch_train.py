@@ -531,6 +531,68 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest():
     assert {g["lr"] for o in (optimizer.muon, optimizer.adamw) for g in o.param_groups} == {0.123}
 
 
+def _newton_schulz_float64(update: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Muon's quintic iteration written out in float64 (Keller Jordan's coefficients)."""
+    x = update.double()
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    x = x / x.norm()
+    for _ in range(steps):
+        gram = x @ x.T
+        x = 3.4445 * x + (-4.7750 * gram + 2.0315 * gram @ gram) @ x
+    return x.T if tall else x
+
+
+@pytest.mark.parametrize("shape", [(48, 16), (16, 48), (32, 32)])
+def test_muon_orthogonalizes_in_float32_on_a_cpu(shape):
+    """torch.optim.Muon rounds its iterations to bfloat16 (emulated, ~25x slower, on a CPU
+    without AMX); the trainer's stays in float32: close to float64, bfloat16 is not."""
+    from course.torch.train import orthogonalize
+
+    update = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    exact = _newton_schulz_float64(update)
+    ours = orthogonalize(update, (3.4445, -4.7750, 2.0315), 5, 1e-7)
+    assert ours.dtype == torch.float32 and ours.shape == update.shape
+    assert float((ours.double() - exact).abs().max()) < 1e-4
+    halved = orthogonalize(update, (3.4445, -4.7750, 2.0315), 5, 1e-7, dtype=torch.bfloat16)
+    assert float((halved.double() - exact).abs().max()) > 1e-3  # what float32 avoids
+    singular = torch.linalg.svdvals(exact)
+    assert 0.6 < float(singular.min()) and float(singular.max()) < 1.3  # nearly orthogonal
+    with pytest.raises(ValueError, match="matrices"):
+        orthogonalize(torch.ones(3), (3.4445, -4.7750, 2.0315), 5, 1e-7)
+
+
+@pytest.mark.parametrize("weight_decay, nesterov, rule", [
+    (0.1, True, "match_rms_adamw"), (0.0, False, "original"), (0.3, True, None)])  # fmt: skip
+def test_the_trainers_muon_steps_as_torch_optim_muon_up_to_bfloat16(weight_decay, nesterov, rule):
+    from course.torch.train import Muon
+
+    shapes = [(48, 16), (16, 48), (24, 24)]
+    start = [torch.randn(*s, generator=torch.Generator().manual_seed(i)) for i, s in
+             enumerate(shapes)]  # fmt: skip
+    runs = {}
+    for cls in (torch.optim.Muon, Muon):
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        optimizer = cls(params, lr=0.02, weight_decay=weight_decay, momentum=0.9,
+                        nesterov=nesterov, adjust_lr_fn=rule)  # fmt: skip
+        for step in range(4):
+            for i, p in enumerate(params):
+                p.grad = torch.randn(*p.shape, generator=torch.Generator().manual_seed(
+                    100 * step + i))  # fmt: skip
+            optimizer.step()
+        runs[cls] = (params, optimizer.state_dict())
+    (theirs, their_state), (ours, our_state) = runs[torch.optim.Muon], runs[Muon]
+    theirs, ours = [p.detach() for p in theirs], [p.detach() for p in ours]
+    for w, a, b in zip(start, theirs, ours, strict=True):
+        moved = float((a - w).abs().max())
+        assert moved > 0.01
+        assert float((a - b).abs().max()) < 0.03 * moved  # bfloat16's rounding, no more
+    assert [g.keys() for g in their_state["param_groups"]] == [
+        g.keys() for g in our_state["param_groups"]]  # fmt: skip
+    for key, value in their_state["state"].items():  # the momentum: no rounding in it
+        assert torch.allclose(value["momentum_buffer"], our_state["state"][key]["momentum_buffer"])
+
+
 def test_a_muon_run_learns_and_resumes_exactly(tmp_path):
     stream = np.random.default_rng(3).permutation(65)[np.arange(6000) % 65].astype(np.uint16)
     data = (stream[:5000], stream[5000:])  # each token has one successor: learnable
