@@ -117,7 +117,8 @@ def test_resume_gives_the_same_losses(tmp_path):
 
 
 @pytest.mark.slow
-def test_files_of_a_run(tmp_path):
+def test_files_of_a_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the suite's workers set a cap
     result = train(_preset(), tmp_path, data=TOKENS, progress=False)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("iters", "train_loss", "val_loss", "tokens_per_sec", "peak_rss_mb"):

@@ -113,6 +113,7 @@ def test_estimate_loss_restores_mode_and_leaves_the_stream_alone():
 
 def test_the_preset_threads_are_applied_by_the_one_policy(monkeypatch):
     before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the suite's workers set a cap
     monkeypatch.setattr(runtime, "_usable_cpus", lambda: 3)  # not this machine's count
     try:
         one = train(nano(max_iters=1, eval_iters=1), data=random_tokens(), progress=False)
