@@ -28,6 +28,7 @@ import copy
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,12 @@ class ProbeReport:
     broken_variants: dict[tuple[str, str], str] = field(default_factory=dict)
     rejected_references: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     tried: list[tuple[str, str]] = field(default_factory=list)  # (exercise, variant)
+    # What each run took: (what ran, seconds), in order. A solution cell is named by its
+    # cell id; a variant's cells by "exercise / variant: cell".
+    seconds: list[tuple[str, float]] = field(default_factory=list)
+
+    def slowest(self, count: int = 5) -> list[tuple[str, float]]:
+        return sorted(self.seconds, key=lambda item: -item[1])[:count]
 
 
 def _cell_id(cell, index: int) -> str:
@@ -141,9 +148,10 @@ def probe(
         )
         with client.setup_kernel():
 
-            def execute(source: str, graded: bool = False) -> str | None:
+            def execute(source: str, graded: bool = False, label: str = "") -> str | None:
                 cell = nbformat.v4.new_code_cell(source)
                 client.nb.cells.append(cell)
+                start = time.monotonic()
                 try:
                     client.execute_cell(cell, len(client.nb.cells) - 1)
                 except CellExecutionError as err:
@@ -152,18 +160,23 @@ def probe(
                     # A variant that hangs or kills the kernel fails, but the kernel is gone
                     # or busy: nothing after it can be trusted, so stop here.
                     raise ProbeAborted(f"{type(err).__name__} while running:\n{source}") from err
+                finally:
+                    report.seconds.append((label, time.monotonic() - start))
                 return _stderr(cell) if graded else None
 
-            if setup is not None and (err := execute(setup)) is not None:
+            if setup is not None and (err := execute(setup, label="probe setup")) is not None:
                 report.solution_failures["probe setup"] = err
                 return report
             for index, cell in enumerate(nb.cells):
                 if cell.cell_type != "code":
                     continue
                 graded = notebooks.is_graded_test(cell)
-                if (err := execute(cell.source, graded)) is not None:
+                if (err := execute(cell.source, graded, _cell_id(cell, index))) is not None:
                     report.solution_failures[_cell_id(cell, index)] = err
-            if teardown is not None and (err := execute(teardown)) is not None:
+            if (
+                teardown is not None
+                and (err := execute(teardown, label="probe teardown")) is not None
+            ):
                 report.solution_failures["probe teardown"] = err
             if report.solution_failures:
                 return report
@@ -174,30 +187,42 @@ def probe(
                 ]
                 for name, code in variants:
                     report.tried.append((exercise, name))
-                    if (err := execute(code)) is not None:
+                    if (err := execute(code, label=f"{exercise} / {name}")) is not None:
                         # A variant that cannot even be defined proves nothing.
                         report.broken_variants[(exercise, name)] = err
                         continue
-                    passed = [t for t in tests if execute(cells[t].source, True) is None]
+                    passed = [
+                        t for t in tests
+                        if execute(cells[t].source, True, f"{exercise} / {name}: {t}") is None
+                    ]  # fmt: skip
                     if name == "stub":  # what the learner sees: the release's test cells
                         passed += [
                             f"{t} (as released)"
                             for t in tests
-                            if t in release_tests and execute(release_tests[t], True) is None
+                            if t in release_tests
+                            and execute(
+                                release_tests[t], True, f"{exercise} / stub: {t} (as released)"
+                            )
+                            is None
                         ]
                     if passed:
                         report.passed_wrongly[(exercise, name)] = passed
                 for ref in (r for r in references if r.exercise == exercise):
                     report.tried.append((exercise, ref.name))
-                    if (err := execute(ref.code)) is not None:
+                    if (err := execute(ref.code, label=f"{exercise} / {ref.name}")) is not None:
                         report.broken_variants[(exercise, ref.name)] = err
                         continue
-                    failed = [t for t in tests if execute(cells[t].source, True) is not None]
+                    failed = [
+                        t for t in tests
+                        if execute(cells[t].source, True, f"{exercise} / {ref.name}: {t}")
+                        is not None
+                    ]  # fmt: skip
                     if failed:
                         report.rejected_references[(exercise, ref.name)] = failed
-                execute(cells[exercise].source)
+                execute(cells[exercise].source, label=f"{exercise} / restored")
                 for test in tests:
-                    if (err := execute(cells[test].source, True)) is not None:
+                    restored = f"{exercise} / restored: {test}"
+                    if (err := execute(cells[test].source, True, restored)) is not None:
                         report.not_restored[test] = err
     finally:
         os.environ.clear()

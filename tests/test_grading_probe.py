@@ -39,6 +39,13 @@ def test_probe_catches_tests_that_cannot_fail(toy_course):
     assert list(report.broken_variants) == [("mul", "does not parse")]
     assert ("add", "stub") in report.tried and ("add", "subtracts") in report.tried
     assert report.not_restored == {}
+    # what each run took, named: the solution's cells, then each variant's
+    labels = [label for label, _ in report.seconds]
+    assert {"add", "test_add", "mul", "test_mul"} <= set(labels)
+    assert labels.index("test_add") < labels.index("add / subtracts: test_add")
+    assert "add / library: test_add" in labels and "mul / restored: test_mul" in labels
+    assert all(seconds >= 0 for _, seconds in report.seconds)
+    assert report.slowest(2) == sorted(report.seconds, key=lambda item: -item[1])[:2]
 
 
 def test_probe_reports_a_failing_solution(tmp_path):
