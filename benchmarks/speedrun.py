@@ -102,8 +102,8 @@ def muon_steps(repeats: int = 20) -> None:
             times[name].append((time.perf_counter() - start) * 1e3)
     for name, ms in times.items():
         print(f"  {name:<30} {statistics.median(ms):8.1f} ms a step")
-    a, b = params.values()
-    moved = max(float((p - m).abs().max()) for p, m in zip(b, matrices, strict=True))
+    a, b = ([p.detach() for p in ps] for ps in params.values())
+    moved = max(float((p - m.detach()).abs().max()) for p, m in zip(b, matrices, strict=True))
     apart = max(float((p - q).abs().max()) for p, q in zip(a, b, strict=True))
     print(
         f"  after {repeats} steps the weights differ by at most {apart:.2e} "
