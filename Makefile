@@ -12,10 +12,7 @@ VENV ?= .venv
 CONSTRAINTS ?= constraints/ci.txt
 LAB_ARGS ?=
 PYTEST_ARGS ?=
-# Test workers (pytest-xdist): two fit the course's 2-core reference machine and CI. They
-# take the tests one at a time as they finish (`--dist load`), the slowest first (see
-# tests/conftest.py): `worksteal` would hand the first half of the list, every slow test,
-# to one worker, which then ran them one after another while the other idled.
+# Test workers (pytest-xdist): two fit the course's 2-core reference machine and CI.
 TEST_JOBS ?= 2
 
 BIN := $(abspath $(VENV))/bin
@@ -39,7 +36,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist load,) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_JOBS)),-n $(TEST_JOBS) --dist worksteal,) $(PYTEST_ARGS)
 
 # Instructor shortcuts (see "For instructors" in README.md).
 release: $(STAMP)

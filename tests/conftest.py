@@ -151,9 +151,8 @@ def pytest_collection_modifyitems(config, items):
     """Slow tests first, those allowed the longest time (a `timeout` mark) first of all;
     the rest after, in file order.
 
-    `make test` runs two workers that take tests as they go (`--dist load`: the first
-    batch dealt out in turn, then one at a time as a worker finishes): started first, the
-    long notebook and grading runs overlap each other instead of leaving one worker alone
+    `make test` runs two workers that take tests as they go: started first, the long
+    notebook and grading runs overlap each other instead of leaving one worker alone
     with the last of them while the other idles.
     """
 
