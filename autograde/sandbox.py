@@ -774,6 +774,11 @@ def launch(settings: Settings, connection_file: str, settings_file: str | None =
         if settings.use_view and settings_file:
             inner = [sys.executable, "-m", "autograde.sandbox", "--in-view", settings_file]
             argv = view.command(settings, [*inner, "-f", connection_file], [settings_file])
+            # jupyter_client interrupts the kernel with a SIGINT to its whole process group:
+            # bubblewrap, which this process becomes, would die of it, and the kernel with
+            # it. Ignored here, it stays ignored across the exec (the kernel, which sets its
+            # own handler for each cell it runs, still gets the interrupt).
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             os.execve(argv[0], argv, kernel_env(settings))
     connection = enter(settings, connection_file)
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", str(connection), *KERNEL_ARGS]

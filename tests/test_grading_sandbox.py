@@ -27,7 +27,7 @@ import pytest
 from conftest import REPO, TOY, edit_cell
 from postgres import postgres_url_fixture  # noqa: F401  (the `postgres_url` fixture)
 
-from autograde import sandbox, submission
+from autograde import forkserver, sandbox, submission
 from autograde.grade import grade
 from autograde.gradebook import read_roster
 from autograde.grades import FIELDS
@@ -331,11 +331,30 @@ def test_a_scratch_folder_inside_closed_folders_is_reached_and_nothing_beside_it
 
 
 @needs_isolation
+@pytest.mark.parametrize("preload", KERNEL_STARTS)
+def test_an_endless_loop_is_interrupted_and_the_kernel_goes_on(toy_course, tmp_path, preload):
+    """The cell timeout interrupts the kernel (jupyter_client: SIGINT to the launcher's
+    process group) and the kernel lives on: the row says timeout, not kernel-died, however
+    the kernel was started. (Unaided, the launcher had become bubblewrap, which died of the
+    interrupt and took the kernel with it.)"""
+    solutions, release_dir = toy_course
+    release_nb = release_dir / TOY / f"{TOY}.ipynb"
+    subs, out = tmp_path / "subs", tmp_path / "out"
+    looping = "while True:\n    pass\n"
+    _submit(subs, "loop", _answer(release_nb, tmp_path / "l.ipynb", looping + ADD))
+    grade(subs, out, cell_timeout=5, timeout=120, solutions=solutions, preload=preload,
+          check_solutions=False, **QUIET)  # fmt: skip
+    row = _rows(out)["loop"]
+    assert (row["status"], row["score"]) == ("timeout", "0.0"), row
+    assert "CellTimeoutError" in row["notes"], row  # the loop's cell, and no other
+
+
+@needs_isolation
 @pytest.mark.parametrize(
     "preload",
     # The full preload (torch and TensorFlow map ~1.7 GB) does not fit a 1 GB limit: the
     # grader says so and the kernels start unaided.
-    [*KERNEL_STARTS, pytest.param(True, id="too-big-to-preload")],
+    [*KERNEL_STARTS, pytest.param(forkserver.PRELOAD, id="too-big-to-preload")],
 )
 def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path, preload):
     solutions, release_dir = toy_course
@@ -372,7 +391,7 @@ def test_memory_and_process_bombs_hit_their_limits(toy_course, tmp_path, preload
         preload=preload, log=said.append,
     )  # fmt: skip
     refused = [line for line in said if "not preloading" in line and "1024 MB" in line]
-    assert bool(refused) == (preload is True), said
+    assert bool(refused) == (preload == forkserver.PRELOAD), said
     rows = _rows(out)
     assert (rows["mem"]["status"], rows["mem"]["score"]) == ("memory-limit", "0.0"), rows
     assert "MemoryError" in rows["mem"]["notes"]
