@@ -27,6 +27,9 @@ def _defaults(function) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .startup import defer_iri_grammar
+
+    defer_iri_grammar()  # this process reads notebooks: ~2.5 s of CPU less at start
     from .grade import grade
     from .gradebook import DB_VARIABLE, gradebook_url
     from .sandbox import Limits

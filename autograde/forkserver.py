@@ -44,6 +44,15 @@ from . import forkprotocol, sandbox, view
 # What a chapter imports that is worth importing once (course.runtime's helper loads
 # TensorFlow after Triton, as the notebooks do); a library not installed is skipped.
 PRELOAD = ("numpy", "torch", "tensorflow", "course.checks", "ipykernel.kernelapp")
+# What in an assignment's code says its kernels import a library of PRELOAD: the library's
+# name, or Keras's for TensorFlow (runtime.import_keras, course.tf); numpy and course.checks
+# come with any framework and with the course library.
+_NAMED_BY = {
+    "numpy": ("numpy", "torch", "tensorflow", "keras", "course"),
+    "torch": ("torch",),
+    "tensorflow": ("tensorflow", "keras", "course.tf"),
+    "course.checks": ("course",),
+}
 PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 300.0  # seconds for the server to import everything
 ROOM = 0.5  # at most this part of a kernel's address-space limit may go to preloading
@@ -69,6 +78,19 @@ def preload(modules=PRELOAD) -> list[str]:
             continue
         loaded.append(name)
     return loaded
+
+
+def wanted(sources, modules=PRELOAD) -> tuple[str, ...]:
+    """The part of `modules` worth preloading for kernels that run the code `sources`: each
+    library the code names (see `_NAMED_BY`), and ipykernel with them; nothing at all when it
+    names none of them, for kernels that import nothing heavy start as fast on their own
+    (and a server holds ~700 MB per worker). A library the code imports in a way not seen
+    here is imported by the kernel itself: slower, never wrong."""
+    code = "\n".join(sources)
+    chosen = [name for name in modules if any(word in code for word in _NAMED_BY.get(name, ()))]
+    if not chosen:
+        return ()
+    return tuple(name for name in modules if name in chosen or name not in _NAMED_BY)
 
 
 # --- the server ------------------------------------------------------------------------------

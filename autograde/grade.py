@@ -73,9 +73,10 @@ def grade(
     a listed student with no submission gets a "missing" row for each assignment handed in
     by anyone. ``due``: the due date ("2026-12-01 17:00", UTC unless it names a zone) of
     every graded assignment; lateness comes from nbgrader's ``timestamp.txt`` files.
-    ``preload``: each worker forks its kernels from a process that has imported numpy,
-    PyTorch and TensorFlow once (`autograde.forkserver`; or the modules named), ~700 MB
-    more memory per worker for ~5 s less CPU per submission. ``unsafe_no_sandbox``: grade
+    ``preload``: each worker forks its kernels from a process that has imported, once,
+    those of numpy, PyTorch and TensorFlow the assignments' code names (`autograde.forkserver`;
+    or the modules named; none: no fork server), ~700 MB more memory per worker for ~5 s less
+    CPU per submission. ``unsafe_no_sandbox``: grade
     even where the machine gives kernels no sandbox (`check_isolation`); every row's notes
     and feedback page then say so. ``check_solutions``: before any student, grade each
     assignment's solution in the same sandbox and refuse to go on unless it earns full marks
@@ -103,6 +104,24 @@ def grade(
             preload=preload, unsandboxed=unsandboxed, check_solutions=check_solutions,
             allow_library_answers=allow_library_answers, log=log,
         )  # fmt: skip
+
+
+def preload_for(preload: bool | Sequence[str], solutions: Path, names) -> tuple[str, ...]:
+    """What the workers' fork servers import: the modules named, or for ``True`` those of
+    `forkserver.PRELOAD` the code of the assignments ``names`` imports (`forkserver.wanted`)."""
+    if preload is not True:
+        return tuple(preload or ())
+    sources = []
+    for name in names:
+        folder = solutions / name
+        found = sorted(folder.glob("*.ipynb"))
+        for path in found or [folder / f"{name}.py"]:
+            if path.suffix == ".py":
+                sources.append(path.read_text())
+            else:
+                nb = notebooks.read(path)
+                sources += [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    return forkserver.wanted(sources)
 
 
 UNSANDBOXED_NOTE = "graded without a sandbox (--unsafe-no-sandbox)"
@@ -204,6 +223,15 @@ def _grade(
             writer.add(row)
 
     pending = [key for key in sorted(found) if key not in rows]
+    to_grade = tuple(sorted({a for _, a in pending} & known))
+    preloaded = preload_for(preload, solutions, to_grade)
+    if preload is True and to_grade:
+        log(
+            f"kernels are forked from a process that imported {', '.join(preloaded)}"
+            if preloaded
+            else "kernels start on their own: the assignments import none of "
+            f"{', '.join(n for n in forkserver.PRELOAD if '.' not in n)}"
+        )
     book = Gradebook(db_url)
     with CourseFolder(db_url=db_url) as main_course, contextlib.ExitStack() as stack:
         options = GradeOptions(
@@ -211,12 +239,12 @@ def _grade(
             db_url=db_url,
             solutions=solutions,
             release=main_course.root / "release",
-            assignments=tuple(sorted({a for _, a in pending} & known)),
+            assignments=to_grade,
             timeout=timeout,
             cell_timeout=cell_timeout,
             limits=limits or Limits(),
             hide=_hidden(solutions, out, submissions, roster),
-            preload=forkserver.PRELOAD if preload is True else tuple(preload or ()),
+            preload=preloaded,
             workers=workers or min(4, (os.cpu_count() or 1) + 1),
             hide_hidden_tests=hide_hidden_tests,
             unsandboxed=unsandboxed,

@@ -82,6 +82,10 @@ class Gradebook:
     def _open(self):
         from nbgrader.api import Gradebook as NbgraderGradebook
 
+        from .startup import use_alembic_head_in_process
+
+        use_alembic_head_in_process()
+
         return NbgraderGradebook(self.url)
 
     def max_score(self, assignment: str) -> float:

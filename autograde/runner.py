@@ -148,6 +148,9 @@ COMMANDS = frozenset({"autograde", "generate_feedback"})
 
 
 def _serve(course_root: Path, reply_fd: int) -> None:
+    from .startup import prepare_nbgrader
+
+    prepare_nbgrader()
     from nbgrader.apps.api import NbGraderAPI
     from traitlets.config.loader import PyFileConfigLoader
 

@@ -66,10 +66,10 @@ def run(
     smoke: bool = True,
     env: dict[str, str] | None = None,
 ) -> Result:
-    """Run ``python -m nbgrader ARGS`` in ``cwd`` (``env`` added to its environment); on
-    timeout kill its whole process group."""
+    """Run ``nbgrader ARGS`` (`autograde.nbgrader_app`) in ``cwd`` (``env`` added to its
+    environment); on timeout kill its whole process group."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "nbgrader", *args],
+        [sys.executable, "-m", "autograde.nbgrader_app", *args],
         cwd=cwd,
         env={**tool_env(smoke), **(env or {})},
         stdout=subprocess.PIPE,

@@ -213,3 +213,28 @@ def test_without_a_server_the_launcher_is_told_to_start_the_kernel_itself(tmp_pa
     started = time.monotonic()
     assert forkprotocol.run_kernel(str(tmp_path / "nobody"), "conn.json") is None
     assert time.monotonic() - started < 5
+
+
+# --- what a grading run preloads ---------------------------------------------------------------
+
+
+def test_a_course_preloads_only_the_libraries_its_code_names(toy_course):
+    from autograde.grade import preload_for
+
+    solutions, _ = toy_course
+    every = forkserver.PRELOAD
+    # The toy imports nothing heavy: no server at all, its kernels start in about a second.
+    assert preload_for(True, solutions, ["99_toy"]) == ()
+    assert forkserver.wanted(["x = 1", "# numbers only"]) == ()
+    # Chapter 00 compares numpy, PyTorch and TensorFlow: everything.
+    assert preload_for(True, REPO / "solutions", ["00_setup"]) == every
+    # PyTorch alone: no TensorFlow (~700 MB less per worker).
+    torch_only = forkserver.wanted(["import torch\nx = torch.ones(2)"])
+    assert "torch" in torch_only and "numpy" in torch_only
+    assert "tensorflow" not in torch_only and "ipykernel.kernelapp" in torch_only
+    # TensorFlow reached through Keras or the course's helper counts as TensorFlow.
+    assert "tensorflow" in forkserver.wanted(["from course import runtime\nruntime.import_keras()"])
+    assert "torch" not in forkserver.wanted(["import keras"])
+    # Asked for by name, or turned off: exactly that.
+    assert preload_for(("numpy",), solutions, ["99_toy"]) == ("numpy",)
+    assert preload_for(False, REPO / "solutions", ["00_setup"]) == ()
