@@ -74,11 +74,11 @@ def grade(
     by anyone. ``due``: the due date ("2026-12-01 17:00", UTC unless it names a zone) of
     every graded assignment; lateness comes from nbgrader's ``timestamp.txt`` files.
     ``preload``: each worker forks its kernels from a process that has imported, once,
-    those of numpy, PyTorch and TensorFlow the assignments' code names (`autograde.forkserver`;
-    or the modules named; none: no fork server), ~700 MB more memory per worker for ~5 s less
-    CPU per submission. ``unsafe_no_sandbox``: grade
-    even where the machine gives kernels no sandbox (`check_isolation`); every row's notes
-    and feedback page then say so. ``check_solutions``: before any student, grade each
+    those of numpy, PyTorch and TensorFlow the assignments' code names
+    (`autograde.forkserver`; or the modules named; none: no fork server), ~700 MB more
+    memory per worker for ~5 s less CPU per submission. ``unsafe_no_sandbox``: grade even
+    where the machine gives kernels no sandbox (`check_isolation`); every row's notes and
+    feedback page then say so. ``check_solutions``: before any student, grade each
     assignment's solution in the same sandbox and refuse to go on unless it earns full marks
     with no failing cell (`autograde.workers.run_workers`). One run at a time may write
     ``out`` (a lock file there). ``allow_library_answers``: for self-paced use, an answer that

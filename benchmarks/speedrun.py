@@ -14,6 +14,7 @@ every target of it once, in consecutive windows of block_size tokens
     python benchmarks/speedrun.py --ablations          # + the preset without each change
     python benchmarks/speedrun.py --budget 60 --json s.json   # a shorter try, recorded
     python benchmarks/speedrun.py --muon-steps         # only: Muon's step, bf16 vs float32
+    python benchmarks/speedrun.py --step-parts         # only: where a step's time goes
 
 `--baseline` runs nanoGPT's CPU recipe (4 layers of 128, 64 tokens of context, batches of
 12, AdamW at 1e-3) with its cosine stretched over the same budget, in the same process,
@@ -111,6 +112,45 @@ def muon_steps(repeats: int = 20) -> None:
     )
 
 
+def step_parts(repeats: int = 50) -> None:
+    """Where a speedrun step's time goes: the forward and backward pass, Muon's step and
+    AdamW's, on the preset's model, batch and context (random tokens), median ms of
+    `repeats` each after 10 to warm up, in this process's threads."""
+    import statistics
+    import time
+
+    import torch
+
+    from course import runtime
+    from course.config import speedrun_preset
+    from course.torch import GPT
+    from course.torch.train import configure_optimizer
+
+    runtime.set_threads(0)
+    preset = speedrun_preset()
+    model = GPT(preset.model)
+    optimizer = configure_optimizer(model, preset.train)
+    shape = (preset.train.batch_size, preset.model.block_size)
+    x = torch.randint(preset.model.vocab_size, shape)
+    y = torch.randint(preset.model.vocab_size, shape)
+
+    def forward_backward() -> None:
+        model(x, y)[1].backward()
+
+    parts = {"forward + backward": forward_backward, "Muon step (block matrices)":
+             optimizer.muon.step, "AdamW step (the rest)": optimizer.adamw.step}  # fmt: skip
+    print(f"one step of {preset.name} (batch {shape[0]} x {shape[1]} tokens), "
+          f"{torch.get_num_threads()} threads:")  # fmt: skip
+    for name, part in parts.items():
+        times = []
+        for i in range(10 + repeats):
+            start = time.perf_counter()
+            part()
+            if i >= 10:
+                times.append((time.perf_counter() - start) * 1e3)
+        print(f"  {name:<30} {statistics.median(times):8.1f} ms")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--framework", choices=("torch", "tf", "both"), default="torch")
@@ -137,9 +177,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only time Muon's optimizer step, bfloat16 against float32 Newton-Schulz",
     )
+    parser.add_argument(
+        "--step-parts",
+        action="store_true",
+        help="only time the parts of one speedrun step (forward+backward, Muon, AdamW)",
+    )
     args = parser.parse_args(argv)  # fmt: skip
     if args.muon_steps:
         muon_steps()
+        return 0
+    if args.step_parts:
+        step_parts()
         return 0
     record = RunRecord()
 
