@@ -44,6 +44,7 @@ ELSEWHERE = {
     "course/tf/flash.py": ("test_flash.py", "both mirrors against one float64 reference"),
     "autograde/forkprotocol.py": ("test_grading_forkserver.py", "the launcher's side of it"),
     "autograde/nbgrader_config.py": ("test_grading_feedback.py", "nbgrader's settings"),
+    "autograde/nbgrader_app.py": ("test_grading_startup.py", "nbgrader run by the grader"),
     "autograde/notebooks.py": ("test_grading_release.py", "pairs, canonical form"),
     "autograde/options.py": ("test_grading_sandbox.py", "bad options refused"),
     "autograde/report.py": ("test_grading_sandbox.py", "feedback pages and the score plot"),
