@@ -115,11 +115,9 @@ def muon_steps(repeats: int = 20) -> None:
 def step_parts(repeats: int = 50) -> None:
     """Where a speedrun step's time goes: the forward and backward pass, Muon's step and
     AdamW's, on the preset's model, batch and context (random tokens), median ms of
-    `repeats` each after 10 to warm up, in this process's threads."""
-    import statistics
-    import time
-
+    `repeats` each after a warm-up call, in this process's threads."""
     import torch
+    from attention import median_ms  # beside this script
 
     from course import runtime
     from course.config import speedrun_preset
@@ -142,13 +140,7 @@ def step_parts(repeats: int = 50) -> None:
     print(f"one step of {preset.name} (batch {shape[0]} x {shape[1]} tokens), "
           f"{torch.get_num_threads()} threads:")  # fmt: skip
     for name, part in parts.items():
-        times = []
-        for i in range(10 + repeats):
-            start = time.perf_counter()
-            part()
-            if i >= 10:
-                times.append((time.perf_counter() - start) * 1e3)
-        print(f"  {name:<30} {statistics.median(times):8.1f} ms")
+        print(f"  {name:<30} {median_ms(part, repeats):8.1f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
