@@ -37,6 +37,9 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # go on, so an endless loop costs one timeout rather than one per remaining cell.
 c.Execute.timeout = 300
 c.Execute.interrupt_on_timeout = True
+# Kernel clients that look at their sockets every second: a reply whose wake-up was missed
+# is read then, not when the cell's timeout runs out (autograde/channels.py).
+c.AsyncKernelManager.client_factory = "autograde.channels.WakefulKernelClient"
 
 # A cell's output is capped as it arrives (autograde/outputs.py): past 1 MB for the cell, or
 # 8 MB for the notebook, the rest is dropped, the kernel interrupted, and the cell ends in an

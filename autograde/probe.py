@@ -36,7 +36,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-from . import notebooks
+from . import channels, notebooks
 from .workspace import TWIN_PATTERN, tool_env
 
 
@@ -145,6 +145,7 @@ def probe(
             timeout=timeout,
             kernel_name="python3",
             resources={"metadata": {"path": str(workdir)}},
+            config=channels.config(),  # a missed wake-up costs a second, not `timeout`
         )
         with client.setup_kernel():
 

@@ -100,6 +100,8 @@ def measure(name: str, smoke: bool, every: float, timeout: int, keep: Path | Non
     import nbformat
     from nbclient import NotebookClient
 
+    from autograde import channels
+
     source = REPO / "solutions" / name
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix=f"notebook-memory-{name}-") as tmp:
@@ -115,7 +117,8 @@ def measure(name: str, smoke: bool, every: float, timeout: int, keep: Path | Non
         error = None
         try:
             client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                                    resources={"metadata": {"path": str(folder)}})  # fmt: skip
+                                    resources={"metadata": {"path": str(folder)}},
+                                    config=channels.config())  # fmt: skip
             client.execute()
         except Exception as err:  # a failing cell: reported in the row, the others still run
             error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:200]}"
