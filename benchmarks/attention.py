@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import textwrap
-import time
 from functools import partial
+
+from course.metrics import median_ms  # standard library only: the import order is kept
 
 GPU_SHAPE = {"B": 4, "H": 16, "D": 64}  # the issue's shape
 GPU_T = (1024, 2048, 4096, 8192, 16384)
@@ -58,17 +58,6 @@ def attention_flops(B: int, H: int, T: int, D: int, backward: bool) -> float:
     """Useful FLOPs of causal attention: 4·B·H·T²·D × 0.5 (causal), × 3.5 with the backward."""
     forward = 4 * B * H * T * T * D * 0.5
     return forward * (1 + 2.5) if backward else forward
-
-
-def median_ms(fn, repeats: int) -> float:
-    """Median wall time of `fn()` in ms, over `repeats` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def print_table(title: str, rows: dict, t_values) -> None:

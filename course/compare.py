@@ -59,6 +59,7 @@ from typing import Any
 
 from course import runtime
 from course.files import write_json
+from course.metrics import median_ms
 
 __all__ = [
     "CLAIMS",
@@ -521,17 +522,6 @@ def _run_worker(
 # --- the measurements ------------------------------------------------------------------------
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    """Median milliseconds of `repeats` calls of fn, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return sorted(times)[len(times) // 2]
-
-
 def _preset(size: Size, **train_changes):
     from course.config import get_preset
 
@@ -632,7 +622,7 @@ def _generation(fw: str, size: Size) -> dict:
             outputs[name] = np.asarray(generate(model, prompt, size.new_tokens, top_k=1,
                                                 use_cache=cache))  # fmt: skip
 
-        rates[name] = size.new_tokens / (_median_ms(call, repeats) / 1e3)
+        rates[name] = size.new_tokens / (median_ms(call, repeats) / 1e3)
     return {"tokens_per_s": rates, "prompt": size.prompt, "new_tokens": size.new_tokens,
             "same_tokens": bool(np.array_equal(outputs["cache"], outputs["no_cache"]))}  # fmt: skip
 
@@ -652,8 +642,8 @@ def _attention(fw: str, size: Size) -> dict:
 
         q, k, v = map(torch.from_numpy, (q, k, v))
         with torch.no_grad():
-            part["ms"]["manual"] = _median_ms(lambda: manual_attention(q, k, v), size.repeats)
-            part["ms"]["sdpa"] = _median_ms(
+            part["ms"]["manual"] = median_ms(lambda: manual_attention(q, k, v), size.repeats)
+            part["ms"]["sdpa"] = median_ms(
                 lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), size.repeats
             )
             try:
@@ -661,7 +651,7 @@ def _attention(fw: str, size: Size) -> dict:
                 shape = size.triton_shape
                 small = [torch.from_numpy(rng.standard_normal(shape).astype("float32"))
                          for _ in range(3)]  # fmt: skip
-                part["ms"]["triton"] = _median_ms(lambda: attention.flash_attention(*small), 1)
+                part["ms"]["triton"] = median_ms(lambda: attention.flash_attention(*small), 1)
                 if attention.interpreted():
                     part["notes"]["triton"] = (f"Triton's interpreter on the CPU, shape "
                                                f"{list(shape)}: it times the interpreter, "
@@ -675,10 +665,10 @@ def _attention(fw: str, size: Size) -> dict:
 
     q, k, v = map(tf.constant, (q, k, v))
     compiled = tf.function(manual_attention, jit_compile=True)
-    part["ms"]["manual"] = _median_ms(lambda: manual_attention(q, k, v), size.repeats)
-    part["ms"]["xla"] = _median_ms(lambda: compiled(q, k, v).numpy(), size.repeats)
+    part["ms"]["manual"] = median_ms(lambda: manual_attention(q, k, v), size.repeats)
+    part["ms"]["xla"] = median_ms(lambda: compiled(q, k, v).numpy(), size.repeats)
     qt, kt, vt = (tf.transpose(x, (0, 2, 1, 3)) for x in (q, k, v))  # keras wants (B, T, H, D)
-    part["ms"]["dot_product_attention"] = _median_ms(
+    part["ms"]["dot_product_attention"] = median_ms(
         lambda: keras.ops.dot_product_attention(qt, kt, vt, is_causal=True), size.repeats
     )
     return part
@@ -698,7 +688,7 @@ def _lora(fw: str, size: Size) -> dict:
     for name in ("full", "lora"):
         model = _model(fw, config)
         step, trainable, total = _fine_tuning_step(fw, model, name == "lora", x, y)
-        part["step_ms"][name] = _median_ms(step, size.lora_steps)
+        part["step_ms"][name] = median_ms(step, size.lora_steps)
         if name == "lora":
             part["trainable_share"] = trainable / total
     return part
@@ -784,7 +774,7 @@ def _export(fw: str, size: Size) -> dict:
         files["onnx", "int8"] = lambda p: quantize_int8(folder / "model-onnx-fp32.onnx", p)
         eager = eager_model(model)
         reference = eager(idx)
-        part: dict[str, Any] = {"eager_ms": _median_ms(lambda: eager(idx), size.repeats),
+        part: dict[str, Any] = {"eager_ms": median_ms(lambda: eager(idx), size.repeats),
                                 "rows": [], "failed": {}}  # fmt: skip
         for (fmt, precision), write in files.items():
             path = folder / f"model-{fmt}-{precision}.{fmt}"
@@ -794,7 +784,7 @@ def _export(fw: str, size: Size) -> dict:
                 logits = runner(idx)
                 rows.append({"format": fmt, "precision": precision,
                              "mb": size_on_disk(path) / 1e6,
-                             "ms": _median_ms(lambda run=runner: run(idx), size.export_runs),
+                             "ms": median_ms(lambda run=runner: run(idx), size.export_runs),
                              "max_abs_diff": float(np.abs(logits - reference).max())})  # fmt: skip
             except Exception as err:  # a converter missing or failing: the row says why
                 part["failed"][f"{fmt} {precision}"] = f"{type(err).__name__}: {err}"[:300]

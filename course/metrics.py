@@ -11,7 +11,9 @@ files, so a plot or a comparison reads either framework's run the same way:
 - `METRICS` (metrics.json): the run's summary, written at the end with
   `course.files.write_json`;
 - `read_events(out_dir)`: the logged events back, to plot or compare runs;
-- `peak_rss_mb()`: the process's peak memory, one of the summary's figures.
+- `peak_rss_mb()`: the process's peak memory, one of the summary's figures;
+- `median_ms(fn, repeats)`: how long a call takes, the one timer of the comparison
+  (`course.compare`) and the benchmarks.
 
 Framework-neutral and cheap to import (standard library only).
 """
@@ -20,7 +22,9 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +37,7 @@ __all__ = [
     "TORCH_CHECKPOINT",
     "KERAS_CHECKPOINT",
     "EventLog",
+    "median_ms",
     "peak_rss_mb",
     "progress_bar",
     "read_events",
@@ -65,6 +70,20 @@ def run_summary(values: dict) -> dict:
     if unknown:
         raise ValueError(f"summary keys {unknown} are not in course.metrics.SUMMARY_KEYS")
     return {key: values.get(key) for key in SUMMARY_KEYS}
+
+
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    """The median wall time of a call of `fn()`, in ms, over `repeats` calls after one
+    warm-up call (not counted: it pays for first-call work such as allocation)."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
 
 
 def peak_rss_mb() -> float:

@@ -150,3 +150,25 @@ def test_a_time_budget_bar_survives_a_last_step_past_the_budget(capsys):
     steps.update(4)
     steps.close()
     assert "4/10" in capsys.readouterr().err
+
+
+def test_median_ms_is_the_median_of_the_timed_calls_without_the_warm_up(monkeypatch):
+    import time
+
+    from course.metrics import median_ms
+
+    # A clock that a call of `work` moves on by the next of these seconds: the warm-up
+    # call takes 9 s (left out), the timed ones 0.005, 0.001 and 0.003 s.
+    durations = iter([9.0, 0.005, 0.001, 0.003])
+    clock = [100.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    calls = []
+
+    def work():
+        calls.append(1)
+        clock[0] += next(durations)
+
+    assert median_ms(work, 3) == pytest.approx(3.0)
+    assert len(calls) == 4
+    with pytest.raises(ValueError, match="repeats"):
+        median_ms(work, 0)
