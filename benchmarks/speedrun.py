@@ -13,6 +13,7 @@ every target of it once, in consecutive windows of block_size tokens
                                                        #   stretched to the same budget
     python benchmarks/speedrun.py --ablations          # + the preset without each change
     python benchmarks/speedrun.py --budget 60 --json s.json   # a shorter try, recorded
+    python benchmarks/speedrun.py --batch-size 24      # a setting changed in every run
     python benchmarks/speedrun.py --muon-steps         # only: Muon's step, bf16 vs float32
     python benchmarks/speedrun.py --step-parts         # only: where a step's time goes
 
@@ -112,20 +113,21 @@ def muon_steps(repeats: int = 20) -> None:
     )
 
 
-def step_parts(repeats: int = 50) -> None:
+def step_parts(settings: dict | None = None, repeats: int = 50) -> None:
     """Where a speedrun step's time goes: the forward and backward pass, Muon's step and
-    AdamW's, on the preset's model, batch and context (random tokens), median ms of
-    `repeats` each after a warm-up call, in this process's threads."""
+    AdamW's, on the preset's model, batch and context (random tokens; `settings` change
+    the preset), median ms of `repeats` each after a warm-up call, in this process's
+    threads."""
     import torch
-    from attention import median_ms  # beside this script
 
     from course import runtime
     from course.config import speedrun_preset
+    from course.metrics import median_ms
     from course.torch import GPT
     from course.torch.train import configure_optimizer
 
     runtime.set_threads(0)
-    preset = speedrun_preset()
+    preset = speedrun_preset(overrides=settings)
     model = GPT(preset.model)
     optimizer = configure_optimizer(model, preset.train)
     shape = (preset.train.batch_size, preset.model.block_size)
@@ -174,20 +176,28 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only time the parts of one speedrun step (forward+backward, Muon, AdamW)",
     )
-    args = parser.parse_args(argv)  # fmt: skip
+    args, extra = parser.parse_known_args(argv)
+    from course.config import speedrun_preset
+    from course.train import parse_overrides
+
+    try:  # any other --key value: a setting of every run, as `python -m course.train` takes
+        settings = parse_overrides(extra)
+        speedrun_preset(overrides=settings)  # an unknown or bad setting stops here
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
     if args.muon_steps:
         muon_steps()
         return 0
     if args.step_parts:
-        step_parts()
+        step_parts(settings)
         return 0
     record = RunRecord()
 
     from course import runtime
-    from course.config import SPEEDRUN_CHANGES, speedrun_baseline, speedrun_preset
+    from course.config import SPEEDRUN_CHANGES, speedrun_baseline
     from course.data import corpus_tokens
 
-    overrides = {}
+    overrides: dict = dict(settings)
     if args.budget is not None:
         overrides["time_budget_s"] = args.budget
     if args.seed is not None:
