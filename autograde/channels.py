@@ -28,7 +28,6 @@ from traitlets import Type
 from traitlets.config import Config
 
 POLL_SLICE_S = 1.0  # the longest a message can sit unseen in a socket
-CLIENT = "autograde.channels.WakefulKernelClient"  # for nbgrader's config, by name
 
 
 class WakefulChannel(AsyncZMQSocketChannel):
